@@ -1,0 +1,253 @@
+"""Cross-field and model-aware checks of a validated space; every problem names the fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from search_space.components import PROBE_SKILLS, metric_problem
+from search_space.cost import UnknownGeometry, expert_grid, point_cost
+from search_space.errors import InvalidDesign, Problem
+from search_space.fusions import FUSIONS
+from search_space.point import ExpertConfig
+from search_space.presets import expert_info, looks_like_path
+from search_space.ranges import Choices, FloatRange, IntRange, possible_values
+from search_space.registry import unknown_name_message
+from search_space.sampling import compile_space, valid_subsets, values
+from search_space.space import SearchSpace
+
+Check = Callable[[SearchSpace], list[Problem]]
+CHECKS: list[Check] = []
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+def _check(fn: Check) -> Check:
+    CHECKS.append(fn)
+    return fn
+
+
+def check(space: SearchSpace) -> list[Problem]:
+    """Every cross-field problem of `space` (empty when it is sound)."""
+    return [problem for fn in CHECKS for problem in fn(space)]
+
+
+def _value_paths(value: Any, path: tuple) -> list[tuple[tuple, Any]]:
+    """(YAML path, value) for each value a space field can take."""
+    if isinstance(value, Choices):
+        return [((*path, "choices", i), v) for i, v in enumerate(value.choices)]
+    return [(path, v) for v in possible_values(value)]
+
+
+@_check
+def subset_bounds(space: SearchSpace) -> list[Problem]:
+    pool, bounds, out = list(space.pool), space.subset, []
+    base = ("experts", "subset")
+    for name in pool:
+        if not _NAME.match(name):
+            out.append(Problem((*space.expert_path(name),), f"expert name '{name}' must start with "
+                               "a letter and hold only letters, digits, '_' and '-'"))
+    if bounds.min > len(pool):
+        out.append(Problem((*base, "min"), f"subset.min is {bounds.min} but the pool has "
+                           f"{len(pool)} experts; lower subset.min or add experts to the pool"))
+    if bounds.max is not None and bounds.max > len(pool):
+        out.append(Problem((*base, "max"), f"subset.max is {bounds.max} but the pool has "
+                           f"{len(pool)} experts; lower subset.max to {len(pool)}"))
+    if bounds.max is not None and bounds.min > bounds.max:
+        out.append(Problem((*base, "min"), f"subset.min ({bounds.min}) is above subset.max "
+                           f"({bounds.max}); swap them"))
+    for i, name in enumerate(bounds.require):
+        if name not in pool:
+            out.append(Problem((*base, "require", i), unknown_name_message("expert", name, pool)))
+    for i, group in enumerate(bounds.forbid_together):
+        for j, name in enumerate(group):
+            if name not in pool:
+                out.append(Problem((*base, "forbid_together", i, j),
+                                   unknown_name_message("expert", name, pool)))
+        if set(group) <= set(bounds.require):
+            out.append(Problem((*base, "forbid_together", i), f"{group} are all required, so no "
+                               "subset can avoid them; drop one from `require`"))
+    if bounds.max is not None and len(bounds.require) > bounds.max:
+        out.append(Problem((*base, "require"), f"{len(bounds.require)} experts are required but "
+                           f"subset.max is {bounds.max}; raise subset.max"))
+    if not out and not valid_subsets(space):
+        out.append(Problem(base, "no subset of the pool meets min/max, require and "
+                           "forbid_together; loosen one of them"))
+    primaries = [n for n, e in space.pool.items() if e.primary]
+    if len(primaries) > 1:
+        out.append(Problem(space.expert_path(primaries[1]), f"only one expert can be primary "
+                           f"(marked: {', '.join(primaries)}); keep `primary: true` on one"))
+    return out
+
+
+def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Problem]:
+    path, out = space.expert_path(name), []
+    for src_path, source in _value_paths(spec.source, (*path, "source")):
+        info = expert_info(source)
+        if looks_like_path(source) and not FilePath(source).expanduser().is_dir():
+            out.append(Problem(src_path, f"model directory '{source}' does not exist; fix the "
+                               "path, or use a preset (vlmsearch list presets) or an HF model id"))
+        if info is None:
+            continue
+        for layer_path, layers in _value_paths(spec.layers, (*path, "layers")):
+            chosen = (layers,) if isinstance(layers, int) else tuple(layers)
+            if len(set(chosen)) < len(chosen):
+                out.append(Problem(layer_path, f"layer list {list(chosen)} repeats a layer; "
+                                   "list each layer once"))
+            for index in chosen:
+                if not info.depth_ok(index):
+                    out.append(Problem(layer_path, f"layer {index} is beyond {source}'s depth: "
+                                       f"it has {info.num_layers} layers, so use an index from "
+                                       f"-{info.num_layers + 1} to {info.num_layers}"))
+        for size_path, size in _value_paths(spec.image_size, (*path, "image_size")):
+            if size is not None and info.fixed_image_size and not source.startswith("tiny-") \
+                    and size != info.image_size:
+                out.append(Problem(size_path, f"{source} takes {info.image_size}px input only; "
+                                   f"set image_size: {info.image_size} or leave it out"))
+    return out
+
+
+@_check
+def experts(space: SearchSpace) -> list[Problem]:
+    out = [p for name, spec in space.pool.items() for p in _expert_problems(space, name, spec)]
+    out += _tokens_fit(space)
+    return out
+
+
+def _tokens_fit(space: SearchSpace) -> list[Problem]:
+    """`tokens` must not exceed the expert's own grid (reduction only pools)."""
+    out = []
+    compiled = compile_space(space)
+    for name, node in compiled.experts.items():
+        for v in values(node, "low"):
+            if v["tokens"] is None:
+                continue
+            try:
+                grid = expert_grid(ExpertConfig(**{**v, "tokens": None}))
+            except (UnknownGeometry, ValidationError, IndexError):
+                continue
+            if v["tokens"] > grid[0] * grid[1]:
+                problem = Problem((*space.expert_path(name), "tokens"),
+                                  f"tokens {v['tokens']} exceeds {v['source']}'s {grid[0]}x"
+                                  f"{grid[1]} grid at layers {v['layers']}; use at most "
+                                  f"{grid[0] * grid[1]} or raise image_size")
+                if problem not in out:
+                    out.append(problem)
+    return out
+
+
+@_check
+def fusion_needs(space: SearchSpace) -> list[Problem]:
+    largest = max((len(s) for s in valid_subsets(space)), default=0)
+    options = space.fusion_options()
+    base = ("fusion", "choices") if isinstance(space.fusion, Choices) else ("fusion",)
+    out = []
+    for i, option in enumerate(options):
+        need = FUSIONS.get(option.kind).min_experts
+        if largest and largest < need:
+            path = (*base, i, "kind") if len(base) == 2 else ("fusion", "kind")
+            out.append(Problem(path, f"{option.kind} needs at least {need} experts, but every "
+                               f"subset that can be sampled has at most {largest}; raise "
+                               "subset.max, add experts, or choose another fusion"))
+    return out
+
+
+@_check
+def ranges_fit(space: SearchSpace) -> list[Problem]:
+    """Each range's ends must be valid values of its field (e.g. heads >= 1)."""
+    out: list[Problem] = []
+    _walk_ranges(space, (), out)
+    return out
+
+
+def _walk_ranges(value: Any, path: tuple, out: list[Problem]) -> None:
+    if isinstance(value, Choices):
+        for i, v in enumerate(value.choices):
+            _walk_ranges(v, (*path, "choices", i), out)
+        return
+    if not isinstance(value, BaseModel):
+        return
+    point_model = getattr(type(value), "point_model", None)
+    for name in type(value).model_fields:
+        field = getattr(value, name)
+        if isinstance(field, IntRange | FloatRange) and point_model is not None:
+            info = point_model.model_fields[name]
+            adapter = TypeAdapter(info.annotation if not info.metadata
+                                  else _annotated(info.annotation, info.metadata))
+            for end in ("low", "high"):
+                try:
+                    adapter.validate_python(getattr(field, end))
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    out.append(Problem((*path, name, end), msg))
+        else:
+            _walk_ranges(field, (*path, name), out)
+
+
+def _annotated(annotation: Any, metadata: list[Any]) -> Any:
+    return Annotated[(annotation, *metadata)]
+
+
+def _skills(space: SearchSpace) -> tuple[str, ...] | None:
+    return PROBE_SKILLS if space.data.benchmark == "probe" else None
+
+
+@_check
+def objectives(space: SearchSpace) -> list[Problem]:
+    out, seen = [], set()
+    for i, objective in enumerate(space.objectives):
+        problem = metric_problem(objective.metric, _skills(space))
+        if problem:
+            out.append(Problem(("objectives", i, "metric"), problem))
+        if objective.metric in seen:
+            out.append(Problem(("objectives", i, "metric"), f"'{objective.metric}' is an "
+                               "objective twice; keep one"))
+        seen.add(objective.metric)
+    for i, constraint in enumerate(space.constraints):
+        problem = metric_problem(constraint.metric, _skills(space))
+        if problem:
+            out.append(Problem(("constraints", i, "metric"), problem))
+    if not space.objectives and compile_space(space).free_parameters():
+        out.append(Problem(("objectives",), "a search space needs at least one objective, "
+                               "e.g. objectives: [{metric: accuracy, direction: maximize}]"))
+    return out
+
+
+@_check
+def search_settings(space: SearchSpace) -> list[Problem]:
+    out, search = [], space.search
+    if search.sampler == "grid" and compile_space(space).size() is None:
+        out.append(Problem(("search", "sampler"), "the grid sampler needs a finite space, but a "
+                           "float range has no `step`; add a step or use tpe/random"))
+    many = len(space.objectives) > 1
+    if many and search.early_stopping.kind in ("asha", "hyperband"):
+        out.append(Problem(("search", "early_stopping", "kind"), f"{search.early_stopping.kind} "
+                           "ranks one objective, but there are several; use mo_asha"))
+    steps = max(possible_values(space.train.steps))
+    if search.early_stopping.kind != "none" and search.early_stopping.min_steps >= steps:
+        out.append(Problem(("search", "early_stopping", "min_steps"), f"min_steps "
+                           f"({search.early_stopping.min_steps}) must be below train.steps "
+                           f"({steps}); lower it"))
+    data = space.data
+    if data.benchmark == "llava" and not (data.path and data.image_folder):
+        out.append(Problem(("data",), "benchmark llava needs `path` (the conversation JSON) and "
+                           "`image_folder`"))
+    return out
+
+
+@_check
+def point_designs(space: SearchSpace) -> list[Problem]:
+    """A point (no free parameter) must be buildable: fusion needs, interleave grids."""
+    compiled = compile_space(space)
+    if compiled.free_parameters() or not compiled.subsets:
+        return []
+    try:
+        point_cost(compiled.only_point())
+    except InvalidDesign as exc:
+        return [Problem(("fusion",), str(exc))]
+    except UnknownGeometry:
+        return []
+    return []

@@ -1,0 +1,90 @@
+"""Torch-free descriptors of every component kind, keyed by YAML name.
+
+`trials` registers the `nn.Module` implementations under the same names; a contract test keeps
+the two in step. Position schemes are pure arithmetic, so their math lives here and serves both
+the cost model and the model's `position_ids`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from search_space.registry import Registry, unknown_name_message
+
+
+@dataclass(frozen=True)
+class PositionScheme:
+    """MouSi position assignment for one visual group of grid h x w starting at p0."""
+
+    used: Callable[[int, int], int]            # positions the group occupies
+    offset: Callable[[Any, Any, int], Any]     # (row, col, w) -> id - p0; works on int/ndarray/tensor
+
+    def ids(self, h: int, w: int, p0: int) -> list[list[int]]:
+        return [[p0 + self.offset(r, c, w) for c in range(w)] for r in range(h)]
+
+
+POSITIONS: Registry[PositionScheme] = Registry("position scheme")
+POSITIONS.register("original", PositionScheme(lambda h, w: h * w, lambda r, c, w: r * w + c),
+                   "one position per visual token (row-major)")
+POSITIONS.register("share_all", PositionScheme(lambda h, w: 1, lambda r, c, w: 0 * r + 0 * c),
+                   "every token of a group shares one position")
+POSITIONS.register("share_by_row", PositionScheme(lambda h, w: h, lambda r, c, w: r + 0 * c),
+                   "tokens of a row share a position (h per group)")
+POSITIONS.register("share_by_row_col", PositionScheme(lambda h, w: h + w - 1,
+                                                      lambda r, c, w: r + c),
+                   "position r + c (h + w - 1 per group)")
+
+PROJECTORS: Registry[str] = Registry("projector")
+PROJECTORS.register("linear", "linear", "Linear(C -> d)")
+PROJECTORS.register("mlp2x_gelu", "mlp2x_gelu", "Linear(C -> d), GELU, Linear(d -> d) (LLaVA-1.5)")
+
+MERGES: Registry[str] = Registry("layer merge")
+MERGES.register("concat", "concat", "concatenate the selected layers' channels")
+MERGES.register("mean", "mean", "average the selected layers")
+MERGES.register("layerscale", "layerscale",
+                "COMM's LLN-Layerscale: sum_i softmax(a)_i * Linear_i(LN_i(x_i))")
+
+PROBE_SKILLS = ("color", "shape", "count", "position", "relation", "small_text")
+
+
+@dataclass(frozen=True)
+class Metric:
+    description: str
+    unit: str = ""
+
+
+METRICS: Registry[Metric] = Registry("metric")
+for _name, _desc, _unit in [
+    ("accuracy", "overall exact-match accuracy on the eval split", ""),
+    ("visual_tokens", "visual embeddings given to the LM", "tokens"),
+    ("positions_used", "LM positions the visual tokens occupy", "positions"),
+    ("trainable_params", "parameters that train", "params"),
+    ("total_params", "all parameters, experts included", "params"),
+    ("latency_ms", "one sample's forward, after warm-up", "ms"),
+    ("peak_mem_mb", "peak memory during training", "MiB"),
+    ("train_time_s", "wall time of training", "s"),
+]:
+    METRICS.register(_name, Metric(_desc, _unit), _desc)
+
+
+def metric_problem(name: str, skills: tuple[str, ...] | None = PROBE_SKILLS) -> str | None:
+    """Why `name` is not a metric (with a suggestion), or None. `accuracy/<skill>` allowed."""
+    if name in METRICS:
+        return None
+    if name.startswith("accuracy/"):
+        skill = name.split("/", 1)[1]
+        if skills is None and skill:
+            return None
+        if skills is not None and skill in skills:
+            return None
+        known = [f"accuracy/{s}" for s in skills or ()]
+        return unknown_name_message("metric", name, known)
+    known = METRICS.names() + [f"accuracy/{s}" for s in skills or ()]
+    return unknown_name_message("metric", name, known)
+
+
+def is_square(n: int) -> bool:
+    return n >= 1 and math.isqrt(n) ** 2 == n

@@ -1,0 +1,97 @@
+"""Analytic cost model: visual tokens and LM positions of a point, without building a model."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from search_space.components import POSITIONS
+from search_space.errors import InvalidDesign
+from search_space.fusions import FUSIONS, Grid
+from search_space.point import ExpertConfig, TrialConfig
+from search_space.presets import expert_info
+from search_space.sampling import CompiledSpace, values
+
+
+class UnknownGeometry(ValueError):
+    """An expert whose grid cannot be known without loading it (and no `tokens` is set)."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    visual_tokens: int
+    positions_used: int
+    groups: tuple[Grid, ...]  # the visual groups the LM receives, in order
+
+
+def expert_grid(cfg: ExpertConfig) -> Grid:
+    """The expert's grid after layer merge and reduction (REFERENCE.md: token reduction)."""
+    if cfg.tokens is not None:
+        side = math.isqrt(cfg.tokens)
+        return side, side
+    info = expert_info(cfg.source)
+    if info is None:
+        raise UnknownGeometry(f"the grid of '{cfg.source}' is unknown until it is loaded; "
+                              "set `tokens` to fix it")
+    grids = [info.grid(layer, cfg.image_size) for layer in cfg.layer_list]
+    return min(grids, key=lambda g: g[0] * g[1])  # merged layers meet at the smallest grid
+
+
+def groups_cost(groups: Sequence[Grid], positions: str) -> Cost:
+    scheme = POSITIONS.get(positions)
+    return Cost(sum(h * w for h, w in groups), sum(scheme.used(h, w) for h, w in groups),
+                tuple(groups))
+
+
+def point_cost(point: TrialConfig) -> Cost:
+    """visual_tokens and positions_used of `point` (raises InvalidDesign / UnknownGeometry)."""
+    grids = [expert_grid(cfg) for _, cfg in point.ordered_experts()]
+    groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
+    return groups_cost(groups, point.positions)
+
+
+def position_ids(groups: Sequence[Grid], positions: str, p0: int) -> tuple[list[list[list[int]]], int]:
+    """Position ids of each group (rows of ids) starting at p0, and where the text resumes."""
+    scheme, out = POSITIONS.get(positions), []
+    for h, w in groups:
+        out.append(scheme.ids(h, w, p0))
+        p0 += scheme.used(h, w)
+    return out, p0
+
+
+@dataclass(frozen=True)
+class CostRange:
+    tokens: tuple[int, int] | None     # None: no point's geometry is known
+    positions: tuple[int, int] | None
+    complete: bool = True              # False: some experts' grids are unknown (no `tokens`)
+
+
+def space_cost_range(compiled: CompiledSpace) -> CostRange:
+    """Smallest and largest visual_tokens / positions_used over every point of the space."""
+    seen: set[tuple[int, int]] = set()
+    unknown = False
+    positions = set(values(dict(compiled.rest.fields)["positions"]))
+    for subset in compiled.subsets:
+        try:
+            grid_sets = [sorted({expert_grid(ExpertConfig(**v))
+                                 for v in values(compiled.experts[n], "low")}) for n in subset]
+        except UnknownGeometry:
+            unknown = True
+            continue
+        for option in compiled.admissible(len(subset)):
+            kind = FUSIONS.get(option.kind)
+            params = {kind.params.model_validate(v) for v in values(option.node, "low")}
+            for p, grids in itertools.product(params, itertools.product(*grid_sets)):
+                try:
+                    groups = kind.groups(p, grids)
+                except InvalidDesign:
+                    continue
+                seen |= {(c.visual_tokens, c.positions_used)
+                         for c in (groups_cost(groups, s) for s in positions)}
+    if not seen:
+        return CostRange(None, None, complete=False)
+    tokens = [t for t, _ in seen]
+    used = [u for _, u in seen]
+    return CostRange((min(tokens), max(tokens)), (min(used), max(used)), complete=not unknown)

@@ -1,0 +1,129 @@
+"""Load a YAML file into a `SearchSpace` (or a point), reporting every problem at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path as FilePath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from search_space.errors import Path, Problem, SpaceError
+from search_space.fusions import FUSIONS
+from search_space.point import TrialConfig
+from search_space.ranges import TAG
+from search_space.registry import did_you_mean, unknown_name_message
+from search_space.space import SearchSpace
+
+
+def _field_vocabulary(model: type[BaseModel], seen: set[str] | None = None) -> set[str]:
+    """Every field name of `model` and the models below it (for "did you mean" on keys)."""
+    import typing
+
+    seen = set() if seen is None else seen
+    names = set(model.model_fields)
+    for info in model.model_fields.values():
+        stack = [info.annotation]
+        while stack:
+            ann = stack.pop()
+            if isinstance(ann, type) and issubclass(ann, BaseModel) and ann.__name__ not in seen:
+                seen.add(ann.__name__)
+                names |= _field_vocabulary(ann, seen)
+            stack.extend(typing.get_args(ann))
+    return names
+
+
+_VOCABULARY = sorted(_field_vocabulary(SearchSpace) | {"choices", "low", "high", "log", "step"})
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Path:
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith(TAG)))
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, msg, value = error["type"], error["msg"], error.get("input")
+    if kind == "union_tag_invalid":
+        return unknown_name_message("fusion", value.get("kind"), FUSIONS.names())
+    if kind == "union_tag_not_found":
+        return f"a fusion needs `kind`: one of {', '.join(FUSIONS.names())}"
+    if kind == "extra_forbidden":
+        key = error["loc"][-1]
+        hint = did_you_mean(str(key), _VOCABULARY) or "; remove it"
+        return f"unknown key '{key}'{hint}"
+    if kind == "missing":
+        return "required, but missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if kind not in ("value_error", "assertion_error") and value is not None and len(repr(value)) < 60:
+        msg = f"{msg} (got {value!r})"
+    return msg
+
+
+def problems_from(error: ValidationError) -> list[Problem]:
+    out: list[Problem] = []
+    for err in error.errors():
+        loc = _clean_loc(err["loc"])
+        problem = Problem(loc, _message(err))
+        if problem not in out:
+            out.append(problem)
+    return out
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated file with the line of every YAML path (for later checks' messages)."""
+
+    space: SearchSpace
+    lines: dict[Path, int]
+    source: str
+
+    def fail(self, problems: list[Problem]) -> SpaceError:
+        return SpaceError([p.located(self.lines) for p in problems], self.source)
+
+
+def parse(text: str, source: str = "<string>") -> Loaded:
+    """Field-level validation: syntax and schema errors, every one with path and line."""
+    from search_space.yaml_io import load_yaml
+
+    data, lines = load_yaml(text, source)
+    if not isinstance(data, dict):
+        raise SpaceError([Problem((), "the top level must be a mapping (name:, experts:, ...)", 1)],
+                         source)
+    try:
+        space = SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError([p.located(lines) for p in problems_from(exc)], source) from None
+    return Loaded(space, lines, source)
+
+
+def load(path: str | FilePath) -> Loaded:
+    """Parse and cross-check a YAML file; raises `SpaceError` with every problem."""
+    from search_space.checks import check
+
+    file = FilePath(path)
+    if not file.is_file():
+        raise SpaceError([Problem((), f"no such file: {file}; check the path")], str(file))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError([Problem((), f"cannot read {file}: {exc}")], str(file)) from None
+    loaded = parse(text, str(file))
+    problems = check(loaded.space)
+    if problems:
+        raise loaded.fail(problems)
+    return loaded
+
+
+def load_point(path: str | FilePath) -> tuple[TrialConfig, Loaded]:
+    """Load a file that must be a point (no free parameter)."""
+    from search_space.sampling import compile_space
+
+    loaded = load(path)
+    compiled = compile_space(loaded.space)
+    free = compiled.free_parameters()
+    if free:
+        shown = ", ".join(free[:6]) + (", ..." if len(free) > 6 else "")
+        raise loaded.fail([Problem((), f"this is a search space with {len(free)} free "
+                                       f"parameters ({shown}); a point needs single values: fix "
+                                       "them, or run it with `vlmsearch run`")])
+    return compiled.only_point(), loaded

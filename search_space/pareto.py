@@ -1,0 +1,99 @@
+"""Objectives as a matrix, non-dominated sorting and hypervolume (plain numpy).
+
+Everything here works on *minimisation* form: `to_minimize` flips maximised columns, so a point
+dominates another when it is <= in every column and < in one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from search_space.space import Constraint, Objective
+
+
+def to_minimize(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
+    """(n, m) values in the objectives' directions -> (n, m) to minimise."""
+    signs = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objectives])
+    return np.asarray(values, dtype=float).reshape(-1, len(objectives)) * signs
+
+
+def objective_matrix(rows: Sequence[Mapping[str, float]], objectives: Sequence[Objective]
+                     ) -> np.ndarray:
+    """(n, m) minimisation matrix from metric dicts."""
+    raw = np.array([[row[o.metric] for o in objectives] for row in rows], dtype=float)
+    return to_minimize(raw.reshape(len(rows), len(objectives)), objectives)
+
+
+def feasible(row: Mapping[str, float], constraints: Sequence[Constraint]) -> bool:
+    return all(c.metric in row and c.satisfied(row[c.metric]) for c in constraints)
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def non_dominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Rank of every row (0 = the Pareto front), by repeated peeling of the front."""
+    points = np.asarray(points, dtype=float)
+    n = len(points)
+    ranks = np.full(n, -1, dtype=int)
+    if n == 0:
+        return ranks
+    # dominated_by[i, j]: j dominates i.  (n, n)
+    le = np.all(points[None, :, :] <= points[:, None, :], axis=2)
+    lt = np.any(points[None, :, :] < points[:, None, :], axis=2)
+    dominated_by = le & lt
+    remaining = np.ones(n, dtype=bool)
+    rank = 0
+    while remaining.any():
+        front = remaining & ~np.any(dominated_by & remaining[None, :], axis=1)
+        ranks[front] = rank
+        remaining &= ~front
+        rank += 1
+    return ranks
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    return non_dominated_ranks(points) == 0
+
+
+def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
+    """Volume dominated by `points` (minimisation) and bounded by `reference`."""
+    ref = np.asarray(reference, dtype=float)
+    pts = np.asarray(points, dtype=float).reshape(-1, len(ref))
+    pts = pts[np.all(pts < ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    pts = pts[pareto_mask(pts)]
+    return _hv(np.unique(pts, axis=0), ref)
+
+
+def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
+    if pts.shape[1] == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if pts.shape[1] == 2:
+        order = pts[np.argsort(pts[:, 0])]
+        volume, best_y = 0.0, ref[1]
+        for x, y in order:
+            if y < best_y:
+                volume += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return float(volume)
+    # slice along the last axis: each slab's (m-1)-volume times its thickness
+    order = pts[np.argsort(pts[:, -1])]
+    volume = 0.0
+    for i in range(len(order)):
+        upper = order[i + 1, -1] if i + 1 < len(order) else ref[-1]
+        if upper > order[i, -1]:
+            volume += _hv(order[: i + 1, :-1], ref[:-1]) * (upper - order[i, -1])
+    return float(volume)
+
+
+def hypervolume_contributions(points: np.ndarray, reference: Sequence[float]) -> np.ndarray:
+    """Exclusive hypervolume of each point: HV(all) - HV(all but it)."""
+    pts = np.asarray(points, dtype=float)
+    total = hypervolume(pts, reference)
+    return np.array([total - hypervolume(np.delete(pts, i, axis=0), reference)
+                     for i in range(len(pts))])

@@ -1,0 +1,172 @@
+"""What vlmsearch knows about experts without loading them: presets and well-known checkpoints.
+
+Both `search_space` (cost model, checks) and `trials` (building the models) read this table,
+so it lives here, torch-free. `trials` builds each preset from `config` with the named HF class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search_space.registry import Registry
+
+
+@dataclass(frozen=True)
+class ExpertInfo:
+    """Geometry of one vision expert: enough to predict token grids and validate layers."""
+
+    family: str                    # a key of FAMILIES: clip, siglip, dinov2, sam, convnext, mae, ...
+    hf_class: str                  # transformers class name
+    image_size: int                # native input side
+    patch_size: int                # ViT patch side; for ConvNeXt the stem stride
+    num_layers: int                # blocks (stages for ConvNeXt); hidden_states has num_layers + 1
+    width: int                     # channels of the last layer
+    fixed_image_size: bool = False  # SAM: the config fixes the input side
+    stage_strides: tuple[int, ...] = ()  # ConvNeXt: stride of hidden_states[i]
+    stage_widths: tuple[int, ...] = ()   # ConvNeXt: channels of hidden_states[i]
+    config: dict[str, Any] = field(default_factory=dict, compare=False)  # preset's HF config
+
+    def depth_ok(self, index: int) -> bool:
+        """HF hidden-state index: 0 = embeddings, -1 = last block."""
+        return -(self.num_layers + 1) <= index <= self.num_layers
+
+    def grid(self, layer: int, image_size: int | None = None) -> tuple[int, int]:
+        """Token grid (h, w) of hidden state `layer` at `image_size` (CLS/registers excluded)."""
+        side = image_size or self.image_size
+        if self.stage_strides:
+            stride = self.stage_strides[layer % (self.num_layers + 1)]
+            return side // stride, side // stride
+        return side // self.patch_size, side // self.patch_size
+
+    def layer_width(self, layer: int) -> int:
+        if self.stage_widths:
+            return self.stage_widths[layer % (self.num_layers + 1)]
+        return self.width
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of HF vision models and what sets it apart (documented in REFERENCE.md)."""
+
+    hf_class: str
+    description: str
+
+
+FAMILIES: Registry[Family] = Registry("expert family")
+for _name, _cls, _desc in [
+    ("clip", "CLIPVisionModel", "CLIP ViT; CLS dropped; position embeddings interpolated"),
+    ("siglip", "SiglipVisionModel", "SigLIP ViT; no CLS; position embeddings interpolated"),
+    ("dinov2", "Dinov2Model", "DINOv2 ViT; CLS and registers dropped; interpolates itself"),
+    ("sam", "SamVisionModel", "SAM ViT image encoder; fixed input size; channels-last states"),
+    ("convnext", "ConvNextModel", "ConvNeXt; hidden states are stage maps (stride 4..32)"),
+    ("mae", "ViTMAEModel", "MAE ViT; run with mask_ratio=0 so no token is dropped"),
+    ("generic", "AutoModel", "any HF vision model that returns hidden states"),
+]:
+    FAMILIES.register(_name, Family(_cls, _desc), _desc)
+
+
+PRESETS: Registry[ExpertInfo] = Registry("expert preset")
+_TINY_VIT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+             "num_attention_heads": 4}
+
+
+def _vit(family: str, hf_class: str, image: int, patch: int, extra: dict[str, Any]) -> ExpertInfo:
+    config = {**_TINY_VIT, "image_size": image, "patch_size": patch, **extra}
+    return ExpertInfo(family, hf_class, image, patch, config["num_hidden_layers"],
+                      config["hidden_size"], config=config)
+
+
+for _name, _info, _desc in [
+    ("tiny-clip", _vit("clip", "CLIPVisionModel", 96, 8, {}), "CLIP ViT, 4 layers, 64 wide, 12x12 @96"),
+    ("tiny-siglip", _vit("siglip", "SiglipVisionModel", 96, 8, {}),
+     "SigLIP ViT, 4 layers, 64 wide, 12x12 @96"),
+    ("tiny-dinov2", _vit("dinov2", "Dinov2Model", 112, 14, {"hidden_size": 48,
+                                                            "intermediate_size": 96,
+                                                            "num_attention_heads": 4}),
+     "DINOv2 ViT, 4 layers, 48 wide, 8x8 @112"),
+    ("tiny-mae", _vit("mae", "ViTMAEModel", 96, 8, {"mask_ratio": 0.0}),
+     "MAE ViT, 4 layers, 64 wide, 12x12 @96"),
+    ("tiny-sam", ExpertInfo("sam", "SamVisionModel", 128, 16, 2, 32, fixed_image_size=True,
+                            config={"hidden_size": 32, "output_channels": 32,
+                                    "num_hidden_layers": 2, "num_attention_heads": 2,
+                                    "image_size": 128, "patch_size": 16, "mlp_dim": 64,
+                                    "window_size": 4, "global_attn_indexes": [1]}),
+     "SAM ViT encoder, 2 layers, 32 wide, 8x8 @128 (input size fixed)"),
+    ("tiny-convnext", ExpertInfo("convnext", "ConvNextModel", 96, 4, 4, 128,
+                                 stage_strides=(4, 4, 8, 16, 32),
+                                 stage_widths=(16, 16, 32, 64, 128),
+                                 config={"hidden_sizes": [16, 32, 64, 128],
+                                         "depths": [1, 1, 1, 1], "image_size": 96}),
+     "ConvNeXt, 4 stages 16..128 wide, grids 24/24/12/6/3 @96"),
+]:
+    PRESETS.register(_name, _info, _desc)
+
+
+# Real checkpoints named in the examples: geometry from their published configs, so the cost
+# model and checks work on a laptop that cannot download them.
+KNOWN_CHECKPOINTS: dict[str, ExpertInfo] = {
+    "openai/clip-vit-large-patch14-336": ExpertInfo("clip", "CLIPVisionModel", 336, 14, 24, 1024),
+    "openai/clip-vit-large-patch14": ExpertInfo("clip", "CLIPVisionModel", 224, 14, 24, 1024),
+    "openai/clip-vit-base-patch16": ExpertInfo("clip", "CLIPVisionModel", 224, 16, 12, 768),
+    "google/siglip-so400m-patch14-384": ExpertInfo("siglip", "SiglipVisionModel", 384, 14, 27,
+                                                   1152),
+    "facebook/dinov2-large": ExpertInfo("dinov2", "Dinov2Model", 224, 14, 24, 1024),
+    "facebook/dinov2-base": ExpertInfo("dinov2", "Dinov2Model", 224, 14, 12, 768),
+    "facebook/sam-vit-base": ExpertInfo("sam", "SamVisionModel", 1024, 16, 12, 768,
+                                        fixed_image_size=True),
+    "facebook/sam-vit-large": ExpertInfo("sam", "SamVisionModel", 1024, 16, 24, 1024,
+                                         fixed_image_size=True),
+    "facebook/convnext-large-224": ExpertInfo("convnext", "ConvNextModel", 224, 4, 4, 1536,
+                                              stage_strides=(4, 4, 8, 16, 32),
+                                              stage_widths=(192, 192, 384, 768, 1536)),
+    "facebook/vit-mae-large": ExpertInfo("mae", "ViTMAEModel", 224, 16, 24, 1024),
+}
+
+_CLASS_FAMILY = {family.hf_class: name for name, family in FAMILIES.items()}
+_MODEL_TYPE_FAMILY = {"clip_vision_model": "clip", "clip": "clip", "siglip_vision_model": "siglip",
+                      "siglip": "siglip", "dinov2": "dinov2", "sam_vision_model": "sam",
+                      "sam": "sam", "convnext": "convnext", "vit_mae": "mae"}
+
+
+def info_from_config(config: dict[str, Any]) -> ExpertInfo:
+    """Geometry from an HF `config.json` (a local checkpoint directory), without torch."""
+    vision = config.get("vision_config") or config
+    family = _MODEL_TYPE_FAMILY.get(vision.get("model_type", ""), "generic")
+    archs = config.get("architectures") or []
+    family = _CLASS_FAMILY.get(archs[0], family) if archs else family
+    if family == "convnext":
+        widths = tuple(vision["hidden_sizes"])
+        return ExpertInfo(family, FAMILIES.get(family).hf_class, vision.get("image_size", 224), 4,
+                          len(widths), widths[-1], stage_strides=(4, 4, 8, 16, 32)[: len(widths) + 1],
+                          stage_widths=(widths[0], *widths))
+    return ExpertInfo(family, FAMILIES.get(family).hf_class, vision.get("image_size", 224),
+                      vision.get("patch_size", 16), vision.get("num_hidden_layers", 12),
+                      vision.get("hidden_size", 768), fixed_image_size=family == "sam")
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
+def expert_info(source: str) -> ExpertInfo | None:
+    """What is known about `source` without downloading: a preset, a known id, a local config."""
+    if source in PRESETS:
+        return PRESETS.get(source)
+    if source in KNOWN_CHECKPOINTS:
+        return KNOWN_CHECKPOINTS[source]
+    config_file = Path(source).expanduser() / "config.json"
+    if config_file.is_file():
+        return info_from_config(json.loads(config_file.read_text()))
+    return None
+
+
+LM_PRESETS: Registry[dict[str, Any]] = Registry("language model preset")
+LM_PRESETS.register(
+    "tiny-llama",
+    {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048},
+    "Llama architecture, 2 layers, 64 wide, word-level tokenizer (no download)",
+)

@@ -1,0 +1,205 @@
+"""The YAML file: a search space, or (every range a single value) a point.
+
+Space models are derived from the point models field by field, so there is one schema: each
+field of a point model accepts, in a space, also `{choices: [...]}` or `{low, high, ...}`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    model_validator,
+)
+
+from search_space.components import metric_problem
+from search_space.fusions import PositiveInt
+from search_space.point import (
+    DataConfig,
+    ExpertConfig,
+    Frozen,
+    LanguageModelConfig,
+    PositionName,
+    ProjectorName,
+    TrainConfig,
+    fusion_union,
+)
+from search_space.ranges import TAG, Choices, tunable
+
+_CACHE: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozenset({"kind"})
+                  ) -> type[BaseModel]:
+    """The space form of `point_model`: every field but `fixed` ones may hold a range."""
+    if point_model in _CACHE:
+        return _CACHE[point_model]
+    fields: dict[str, Any] = {}
+    for name, info in point_model.model_fields.items():
+        inner = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        annotation = inner if name in fixed else tunable(inner)
+        fields[name] = (annotation, Field(default=info.default, description=info.description))
+    model = create_model(f"{point_model.__name__}Space", __base__=Frozen, **fields)
+    model.point_model = point_model  # type: ignore[attr-defined]
+    _CACHE[point_model] = model
+    return model
+
+
+ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary"}))
+LanguageModelSpace = tunable_model(LanguageModelConfig)
+TrainSpace = tunable_model(TrainConfig)
+FusionOption = fusion_union(tunable_model)
+FusionSpace = tunable(FusionOption)
+
+
+class SubsetBounds(Frozen):
+    """Which subsets of the pool are sampled."""
+
+    min: PositiveInt = 1
+    max: PositiveInt | None = None  # default: the pool size
+    require: list[str] = []
+    forbid_together: list[Annotated[list[str], Field(min_length=2)]] = []
+
+
+class ExpertPool(Frozen):
+    pool: Annotated[dict[str, ExpertSpace], Field(min_length=1)]  # type: ignore[valid-type]
+    subset: SubsetBounds = SubsetBounds()
+
+
+def _experts_shape(value: Any) -> str:
+    if isinstance(value, ExpertPool) or (isinstance(value, dict) and "pool" in value):
+        return TAG + "pool"
+    return TAG + "fixed"
+
+
+ExpertsField = Annotated[
+    Union[  # noqa: UP007
+        Annotated[ExpertPool, Tag(TAG + "pool")],
+        Annotated[Annotated[dict[str, ExpertSpace], Field(min_length=1)],  # type: ignore[valid-type]
+                  Tag(TAG + "fixed")],
+    ],
+    Discriminator(_experts_shape),
+]
+
+
+def _metric(name: str) -> str:
+    problem = metric_problem(name, skills=None)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_metric)]
+
+
+class Objective(Frozen):
+    metric: MetricName
+    direction: Literal["maximize", "minimize"]
+
+
+class Constraint(Frozen):
+    """`metric <= max` and/or `metric >= min`; a point breaking it is infeasible."""
+
+    metric: MetricName
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Constraint:
+        if self.max is None and self.min is None:
+            raise ValueError(f"constraint on '{self.metric}' needs `max`, `min` or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}); swap them")
+        return self
+
+    def satisfied(self, value: float) -> bool:
+        return (self.max is None or value <= self.max) and (self.min is None or value >= self.min)
+
+    def violation(self, value: float) -> float:
+        """How far `value` is outside the bounds (<= 0 when satisfied), Optuna's convention."""
+        over = value - self.max if self.max is not None else float("-inf")
+        under = self.min - value if self.min is not None else float("-inf")
+        return max(over, under)
+
+
+class EarlyStopping(Frozen):
+    kind: Literal["none", "asha", "hyperband", "mo_asha"] = "none"
+    min_steps: PositiveInt = 50
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+class Resources(Frozen):
+    """Per trial; `gpu` may be fractional (Ray packs several trials on one GPU)."""
+
+    cpu: Annotated[float, Field(gt=0)] = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+
+
+class SeedPoint(Frozen):
+    """A design tried before any sampled one; sections left out come from the space."""
+
+    experts: Annotated[dict[str, ExpertConfig], Field(min_length=1)]
+    fusion: FusionOption | None = None  # type: ignore[valid-type]
+    projector: ProjectorName | None = None
+    positions: PositionName | None = None
+    language_model: LanguageModelConfig | None = None
+    train: TrainConfig | None = None
+
+
+class SearchConfig(Frozen):
+    backend: Literal["optuna", "ray"] = "optuna"
+    sampler: Literal["tpe", "nsga2", "random", "gp", "grid"] = "tpe"
+    trials: PositiveInt = 20
+    concurrency: PositiveInt = 1
+    early_stopping: EarlyStopping = EarlyStopping()
+    resources: Resources = Resources()
+    seed_points: list[SeedPoint] = []
+    seed: int = 0
+
+
+class SearchSpace(Frozen):
+    """A whole YAML file. A point is a space with no free parameter."""
+
+    kind_name: ClassVar[str] = "search space"
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    data: DataConfig = DataConfig()
+    language_model: LanguageModelSpace = LanguageModelSpace()  # type: ignore[valid-type]
+    experts: ExpertsField
+    fusion: FusionSpace = {"kind": "channel_concat"}  # type: ignore[valid-type]
+    projector: tunable(ProjectorName) = "mlp2x_gelu"  # type: ignore[valid-type]
+    positions: tunable(PositionName) = "original"  # type: ignore[valid-type]
+    train: TrainSpace = TrainSpace()  # type: ignore[valid-type]
+    objectives: list[Objective] = []
+    constraints: list[Constraint] = []
+    search: SearchConfig = SearchConfig()
+    storage: str | None = None
+    tracking: str | None = None
+
+    @property
+    def pool(self) -> dict[str, Any]:
+        return self.experts.pool if isinstance(self.experts, ExpertPool) else dict(self.experts)
+
+    @property
+    def subset(self) -> SubsetBounds:
+        """Bounds of the sampled subset; a fixed `experts:` mapping means all of them."""
+        if isinstance(self.experts, ExpertPool):
+            return self.experts.subset
+        n = len(self.experts)
+        return SubsetBounds(min=n, max=n, require=list(self.experts))
+
+    def expert_path(self, name: str) -> tuple[str, ...]:
+        """The YAML path of pool member `name`."""
+        base = ("experts", "pool") if isinstance(self.experts, ExpertPool) else ("experts",)
+        return (*base, name)
+
+    def fusion_options(self) -> list[Any]:
+        """The fusion entries that can be chosen (each may hold ranges)."""
+        return list(self.fusion.choices) if isinstance(self.fusion, Choices) else [self.fusion]
+

@@ -1,0 +1,79 @@
+"""Safe YAML loading that remembers the line of every path, and canonical YAML dumping."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from search_space.errors import Path, Problem, SpaceError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as `1e-3` (YAML 1.1 reads a string)."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _walk(loader: _Loader, node: yaml.Node, path: Path, lines: dict[Path, int],
+          problems: list[Problem]) -> Any:
+    """Build plain Python data from `node`, recording `lines[path]` (1-based)."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                problems.append(Problem(path, "mapping keys must be plain scalars",
+                                        key_node.start_mark.line + 1))
+                continue
+            if key in out:
+                problems.append(Problem((*path, key), f"duplicate key '{key}'; keep one of them",
+                                        key_node.start_mark.line + 1))
+                continue
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _walk(loader, value_node, (*path, key), lines, problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(loader, item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
+    """Parse YAML safely: (data, {path: line}). Raises `SpaceError` on syntax errors."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpaceError([Problem((), "the file is empty; write a search space or a point", 1)],
+                             source)
+        lines: dict[Path, int] = {}
+        problems: list[Problem] = []
+        data = _walk(loader, node, (), lines, problems)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        message = f"YAML syntax error: {exc.problem or exc.context}"
+        raise SpaceError([Problem((), message, line)], source) from None
+    except yaml.YAMLError as exc:
+        raise SpaceError([Problem((), f"YAML error: {exc}")], source) from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise SpaceError(problems, source)
+    return data, lines
+
+
+def dump_yaml(data: Any) -> str:
+    """Block-style YAML with keys in the order given (used to write points back)."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)

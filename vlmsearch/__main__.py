@@ -1,0 +1,3 @@
+from vlmsearch.cli import main
+
+main()
