@@ -29,7 +29,7 @@ class Problem:
 
     def located(self, lines: Mapping[Path, int]) -> Problem:
         """This problem with the line of its path (or of the nearest enclosing path)."""
-        for end in range(len(self.path), -1, -1):
+        for end in range(len(self.path), 0 if self.path else -1, -1):
             line = lines.get(tuple(self.path[:end]))
             if line is not None:
                 return Problem(self.path, self.message, line)

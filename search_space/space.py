@@ -6,6 +6,7 @@ field of a point model accepts, in a space, also `{choices: [...]}` or `{low, hi
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -98,6 +99,16 @@ def _metric(name: str) -> str:
 MetricName = Annotated[str, AfterValidator(_metric)]
 
 
+def _study_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", name):
+        raise ValueError(f"name '{name}' must start with a letter or digit and hold only letters, "
+                         "digits, '_', '.' and '-' (at most 100); it names the study")
+    return name
+
+
+StudyName = Annotated[str, AfterValidator(_study_name)]
+
+
 class Objective(Frozen):
     metric: MetricName
     direction: Literal["maximize", "minimize"]
@@ -168,7 +179,7 @@ class SearchSpace(Frozen):
 
     kind_name: ClassVar[str] = "search space"
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    name: StudyName
     data: DataConfig = DataConfig()
     language_model: LanguageModelSpace = LanguageModelSpace()  # type: ignore[valid-type]
     experts: ExpertsField

@@ -60,18 +60,5 @@ def list_(what: Listing = typer.Argument(..., help="which registry")) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: usage errors exit 2, like invalid input."""
-    try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    """Console-script entry point. Usage errors and invalid input exit 2, with no traceback."""
+    app()
