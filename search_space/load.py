@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
@@ -18,8 +19,6 @@ from search_space.space import SearchSpace
 
 def _field_vocabulary(model: type[BaseModel], seen: set[str] | None = None) -> set[str]:
     """Every field name of `model` and the models below it (for "did you mean" on keys)."""
-    import typing
-
     seen = set() if seen is None else seen
     names = set(model.model_fields)
     for info in model.model_fields.values():

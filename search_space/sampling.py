@@ -195,6 +195,16 @@ def names(node: Node) -> list[str]:
     return []
 
 
+def _continuous(node: Node) -> list[str]:
+    if isinstance(node, Num):
+        return [node.name] if node.range.values() is None else []
+    if isinstance(node, Cat):
+        return [n for o in node.options for n in _continuous(o)]
+    if isinstance(node, Rec):
+        return [n for _, c in node.fields for n in _continuous(c)]
+    return []
+
+
 # ---- the whole space ----------------------------------------------------------------------
 
 
@@ -277,6 +287,11 @@ class CompiledSpace:
                 return None
             total += n
         return total
+
+    def continuous_parameters(self) -> list[str]:
+        """Float ranges without a `step` (what makes a space unbounded)."""
+        nodes = [self.rest, *self.experts.values(), *(f.node for f in self.fusions)]
+        return [n for node in nodes for n in _continuous(node)]
 
     def free_parameters(self) -> list[str]:
         out = names(self._subset_node())

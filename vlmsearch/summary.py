@@ -45,7 +45,8 @@ def summarize(loaded: Loaded) -> str:
         size = compiled.size()
         lines.append(f"{loaded.source}: valid search space '{space.name}'")
         lines.append(f"  free parameters ({len(free)}): {', '.join(free)}")
-        lines.append(f"  space size: {size if size is not None else 'unbounded'}")
+        unbounded = f"unbounded (continuous: {', '.join(compiled.continuous_parameters())})"
+        lines.append(f"  space size: {size if size is not None else unbounded}")
         lines.append(f"  expert subsets: {len(compiled.subsets)} of pool "
                      f"{', '.join(space.pool)}")
         lines.append(f"  fusion kinds: {', '.join(o.label for o in compiled.fusions)}")
