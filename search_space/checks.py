@@ -102,6 +102,11 @@ def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Pro
                     out.append(Problem(layer_path, f"layer {index} is beyond {source}'s depth: "
                                        f"it has {info.num_layers} layers, so use an index from "
                                        f"-{info.num_layers + 1} to {info.num_layers}"))
+            widths = {info.layer_width(i) for i in chosen if info.depth_ok(i)}
+            if len(widths) > 1 and "mean" in possible_values(spec.merge):
+                out.append(Problem(layer_path, f"layers {list(chosen)} of {source} differ in width "
+                                   f"({sorted(widths)}), so merge: mean cannot average them; use "
+                                   "concat or layerscale"))
         for size_path, size in _value_paths(spec.image_size, (*path, "image_size")):
             if size is not None and info.fixed_image_size and not source.startswith("tiny-") \
                     and size != info.image_size:

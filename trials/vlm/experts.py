@@ -1,0 +1,299 @@
+"""Frozen vision experts: build or load an HF vision model, run it, read its layers as tokens.
+
+REFERENCE.md, "Experts": every expert yields, per selected layer, tokens (B, N, C) on a grid
+(h, w) with CLS/register tokens dropped; hidden-state index 0 = embeddings, -1 = last block.
+A family adapter (registered by family name) holds each family's quirks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import cached_file
+
+from search_space.point import ExpertConfig
+from search_space.presets import FAMILIES, PRESETS, ExpertInfo, expert_info, info_from_config
+from search_space.registry import Registry
+from trials.vlm.reduce import MERGE_MODULES, Features, Grid, reduce_tokens
+
+__all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "out_width",
+           "preset_seed", "resolve_info"]
+
+RGB = tuple[float, float, float]
+IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD: RGB = (0.229, 0.224, 0.225)
+CLIP_MEAN: RGB = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: RGB = (0.26862954, 0.26130258, 0.27577711)
+
+
+class FamilyAdapter:
+    """How one family of HF vision models is built, run, and read as per-layer token grids.
+
+    The default reads a ViT: hidden states (B, prefix + h*w, C), `prefix` CLS/register tokens.
+    """
+
+    family: ClassVar[str] = "generic"
+    mean: ClassVar[RGB] = IMAGENET_MEAN
+    std: ClassVar[RGB] = IMAGENET_STD
+    fixed_image_size: ClassVar[bool] = False    # the config fixes the input side (SAM)
+    overrides: ClassVar[dict[str, Any]] = {}    # config values this family must run with
+
+    def model_class(self) -> type[PreTrainedModel]:
+        return getattr(transformers, FAMILIES.get(self.family).hf_class)
+
+    def make_config(self, kwargs: dict[str, Any]) -> PretrainedConfig:
+        return self.model_class().config_class(**{**kwargs, **self.overrides})
+
+    def build(self, config: PretrainedConfig) -> PreTrainedModel:
+        return self.model_class()._from_config(config)
+
+    def load(self, source: str) -> PreTrainedModel:
+        return self.model_class().from_pretrained(source, dtype=torch.float32, **self.overrides)
+
+    def run(self, model: PreTrainedModel, pixels: Tensor) -> list[Tensor]:
+        """HF hidden states of `pixels` (B, 3, S, S), index 0 = embeddings."""
+        return list(model(pixel_values=pixels, output_hidden_states=True).hidden_states)
+
+    def prefix(self, config: PretrainedConfig) -> int:
+        """CLS/register tokens ahead of the patch tokens."""
+        return 1
+
+    def read(self, state: Tensor, config: PretrainedConfig, side: int) -> tuple[Tensor, Grid]:
+        h = w = side // config.patch_size
+        skip = self.prefix(config)
+        if state.shape[1] != skip + h * w:
+            raise ValueError(f"{self.family}: {state.shape[1]} tokens, expected {skip} + {h}x{w}")
+        return state[:, skip:], (h, w)  # (B, h*w, C)
+
+    def layers(self, model: PreTrainedModel, pixels: Tensor) -> list[tuple[Tensor, Grid]]:
+        side = int(pixels.shape[-1])
+        return [self.read(state, model.config, side) for state in self.run(model, pixels)]
+
+
+ADAPTERS: Registry[type[FamilyAdapter]] = Registry("expert family")
+
+
+class _Interpolating(FamilyAdapter):
+    """ViTs whose position embeddings interpolate only when asked."""
+
+    def run(self, model: PreTrainedModel, pixels: Tensor) -> list[Tensor]:
+        out = model(pixel_values=pixels, output_hidden_states=True, interpolate_pos_encoding=True)
+        return list(out.hidden_states)
+
+
+@ADAPTERS.decorator("clip", FAMILIES.description("clip"))
+class ClipAdapter(_Interpolating):
+    family = "clip"
+    mean, std = CLIP_MEAN, CLIP_STD
+
+
+@ADAPTERS.decorator("siglip", FAMILIES.description("siglip"))
+class SiglipAdapter(_Interpolating):
+    family = "siglip"
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+    def prefix(self, config: PretrainedConfig) -> int:
+        return 0
+
+
+@ADAPTERS.decorator("dinov2", FAMILIES.description("dinov2"))
+class Dinov2Adapter(FamilyAdapter):
+    family = "dinov2"
+
+    def prefix(self, config: PretrainedConfig) -> int:
+        return 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+
+
+@ADAPTERS.decorator("mae", FAMILIES.description("mae"))
+class MaeAdapter(FamilyAdapter):
+    """mask_ratio 0 keeps every token; a fixed increasing `noise` keeps their order (HF
+    otherwise shuffles the tokens even when none is masked)."""
+
+    family = "mae"
+    overrides: ClassVar[dict[str, Any]] = {"mask_ratio": 0.0}
+
+    def run(self, model: PreTrainedModel, pixels: Tensor) -> list[Tensor]:
+        b, patch = pixels.shape[0], model.config.patch_size
+        n = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch)
+        noise = torch.arange(n, device=pixels.device, dtype=torch.float32).expand(b, n)
+        out = model(pixel_values=pixels, noise=noise, output_hidden_states=True,
+                    interpolate_pos_encoding=True)
+        return list(out.hidden_states)
+
+
+def _read_map(state: Tensor) -> tuple[Tensor, Grid]:
+    h, w = state.shape[-2:]  # channels-first map (B, C, H, W)
+    return state.flatten(2).transpose(1, 2), (int(h), int(w))  # (B, h*w, C)
+
+
+@ADAPTERS.decorator("sam", FAMILIES.description("sam"))
+class SamAdapter(FamilyAdapter):
+    family = "sam"
+    fixed_image_size = True
+
+    def read(self, state: Tensor, config: PretrainedConfig, side: int) -> tuple[Tensor, Grid]:
+        b, h, w, c = state.shape  # channels-last (B, H, W, C)
+        return state.reshape(b, h * w, c), (h, w)
+
+
+@ADAPTERS.decorator("convnext", FAMILIES.description("convnext"))
+class ConvNextAdapter(FamilyAdapter):
+    family = "convnext"
+
+    def read(self, state: Tensor, config: PretrainedConfig, side: int) -> tuple[Tensor, Grid]:
+        return _read_map(state)
+
+
+@ADAPTERS.decorator("generic", FAMILIES.description("generic"))
+class GenericAdapter(FamilyAdapter):
+    """Any AutoModel with hidden states: (B, C, H, W) maps, or (B, prefix + h*w, C) ViT tokens."""
+
+    def make_config(self, kwargs: dict[str, Any]) -> PretrainedConfig:
+        return AutoConfig.for_model(**kwargs)
+
+    def build(self, config: PretrainedConfig) -> PreTrainedModel:
+        return AutoModel.from_config(config)
+
+    def load(self, source: str) -> PreTrainedModel:
+        return AutoModel.from_pretrained(source, dtype=torch.float32)
+
+    def read(self, state: Tensor, config: PretrainedConfig, side: int) -> tuple[Tensor, Grid]:
+        if state.dim() == 4:
+            return _read_map(state)
+        patch = getattr(config, "patch_size", None)
+        h = side // patch if isinstance(patch, int) else int(state.shape[1] ** 0.5)
+        if state.shape[1] < h * h:
+            raise ValueError(f"{state.shape[1]} tokens cannot hold a {h}x{h} grid")
+        return state[:, state.shape[1] - h * h:], (h, h)  # prefix (CLS, registers) dropped
+
+
+def preset_seed(name: str) -> int:
+    """A stable seed per preset name (Python's `hash` changes between processes)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def resolve_info(source: str) -> ExpertInfo:
+    """Geometry of a preset, a known id, a local directory, or (through its config) any HF id."""
+    return expert_info(source) or info_from_config(AutoConfig.from_pretrained(source).to_dict())
+
+
+def _build_preset(name: str, image_size: int | None) -> tuple[PreTrainedModel, str]:
+    info = PRESETS.get(name)
+    adapter = ADAPTERS.get(info.family)()
+    kwargs = dict(info.config)
+    if adapter.fixed_image_size and image_size:  # random weights: build at the asked size
+        kwargs["image_size"] = image_size
+    seed = preset_seed(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = adapter.build(adapter.make_config(kwargs))
+    config_hash = _digest(json.dumps(kwargs, sort_keys=True).encode())  # HF init code may change
+    return model, f"preset:{name}@seed={seed}#{config_hash}:transformers-{transformers.__version__}"
+
+
+def _checkpoint_identity(source: str) -> str:
+    """Resolved config path (a hub snapshot names its commit) + hash of config and weight files."""
+    config_file = Path(os.path.abspath(cached_file(source, "config.json")))
+    parts = [config_file.read_bytes()]
+    for weights in sorted(config_file.parent.glob("*.safetensors")) + sorted(
+            config_file.parent.glob("*.bin")):
+        stat = weights.stat()
+        parts.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"checkpoint:{config_file.parent}#{_digest(b'|'.join(parts))}"
+
+
+class Expert(nn.Module):
+    """A frozen vision expert: uint8 images (B, 3, H, W) -> one `Features` per selected layer."""
+
+    def __init__(self, cfg: ExpertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.info = resolve_info(cfg.source)
+        self.adapter = ADAPTERS.get(self.info.family)()
+        self.image_size = cfg.image_size or self.info.image_size
+        self.layers = self._check_layers(cfg.layer_list)
+        self.model, self.identity = self._make(cfg.source)
+        self.layer_widths = tuple(self.info.layer_width(i) for i in self.layers)
+        self.register_buffer("mean", torch.tensor(self.adapter.mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(self.adapter.std).view(1, 3, 1, 1), False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def _make(self, source: str) -> tuple[PreTrainedModel, str]:
+        if source in PRESETS:
+            return _build_preset(source, self.cfg.image_size)
+        if self.adapter.fixed_image_size and self.image_size != self.info.image_size:
+            raise ValueError(f"{source} takes {self.info.image_size}px input only; "
+                             f"set image_size: {self.info.image_size} or leave it out")
+        return self.adapter.load(source), _checkpoint_identity(source)
+
+    def _check_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+        for index in layers:
+            if not self.info.depth_ok(index):
+                raise ValueError(f"layer {index} is beyond {self.cfg.source}'s depth: it has "
+                                 f"{self.info.num_layers} layers, so use an index from "
+                                 f"-{self.info.num_layers + 1} to {self.info.num_layers}")
+        return layers
+
+    def train(self, mode: bool = True) -> Expert:
+        """The HF model stays in eval mode (no dropout) whatever the parent asks."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) -> normalised float (B, 3, S, S) at the expert's input side."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise TypeError(f"expected a uint8 (B, 3, H, W) batch, got {images.dtype} "
+                            f"{tuple(images.shape)}")
+        x = images.to(self.mean.device, torch.float32) / 255.0
+        size = (self.image_size, self.image_size)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return ((x - self.mean) / self.std).to(self.model.dtype)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> list[Features]:
+        states = self.adapter.layers(self.model, self.preprocess(images))
+        return [Features(*states[i]) for i in self.layers]
+
+
+def out_width(cfg: ExpertConfig) -> int:
+    """Channels of the expert's tokens after its layer merge (no model is built)."""
+    info = resolve_info(cfg.source)
+    widths = [info.layer_width(i) for i in cfg.layer_list]
+    return MERGE_MODULES.get(cfg.merge).width_after(widths)
+
+
+class ExpertTokens(nn.Module):
+    """One expert's whole pipeline: frozen layers -> trainable merge -> `tokens` reduction.
+
+    The output grid equals `search_space.cost.expert_grid(cfg)`.
+    """
+
+    def __init__(self, cfg: ExpertConfig, expert: Expert | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.expert = expert if expert is not None else Expert(cfg)
+        self.merge = MERGE_MODULES.get(cfg.merge)(self.expert.layer_widths)
+        self.out_width = self.merge.out_width
+
+    def reduce(self, layers: list[Features]) -> Features:
+        """Merge and reduce already extracted (e.g. cached) layer features."""
+        return reduce_tokens(self.merge(layers), self.cfg.tokens)
+
+    def forward(self, images: Tensor) -> Features:
+        return self.reduce(self.expert(images))  # (B, h*w, out_width)

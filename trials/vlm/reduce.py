@@ -1,0 +1,164 @@
+"""Token reduction on an expert's 2-D grid, and the merges of several layers of one expert.
+
+REFERENCE.md, "Layer selection and merging" and "Token reduction": merged layers meet at the
+smallest grid among them (adaptive average pooling), then concat / mean / LLN-Layerscale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from search_space.registry import Registry
+
+Grid = tuple[int, int]
+
+__all__ = ["MERGE_MODULES", "Concat", "Features", "Grid", "LayerMerge", "LayerScale", "Mean",
+           "adaptive_pool", "pixel_unshuffle_tokens", "reduce_tokens", "resize_grid"]
+
+
+@dataclass(frozen=True)
+class Features:
+    """One expert's tokens on their grid: `tokens` (B, h*w, C) in row-major grid order."""
+
+    tokens: Tensor  # (B, N, C)
+    grid: Grid      # (h, w), N = h * w
+
+    def __post_init__(self) -> None:
+        h, w = self.grid
+        if self.tokens.dim() != 3 or self.tokens.shape[1] != h * w:
+            raise ValueError(f"tokens {tuple(self.tokens.shape)} do not fit the grid {h}x{w}")
+
+    @property
+    def width(self) -> int:
+        return int(self.tokens.shape[-1])
+
+
+def _to_map(tokens: Tensor, grid: Grid) -> Tensor:
+    b, _, c = tokens.shape  # (B, N, C)
+    return tokens.transpose(1, 2).reshape(b, c, *grid)  # (B, C, h, w)
+
+
+def _to_tokens(fmap: Tensor) -> Tensor:
+    return fmap.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, N, C)
+
+
+def adaptive_pool(tokens: Tensor, grid: Grid, out_grid: Grid) -> Tensor:
+    """Adaptive average pooling of (B, h*w, C) tokens to (B, out_h*out_w, C)."""
+    if tuple(grid) == tuple(out_grid):
+        return tokens
+    return _to_tokens(F.adaptive_avg_pool2d(_to_map(tokens, grid), tuple(out_grid)))
+
+
+def resize_grid(tokens: Tensor, grid: Grid, out_grid: Grid) -> Tensor:
+    """Bilinear resize of the token grid (EAGLE: `align_corners=True`)."""
+    if tuple(grid) == tuple(out_grid):
+        return tokens
+    fmap = F.interpolate(_to_map(tokens, grid), size=tuple(out_grid), mode="bilinear",
+                         align_corners=True)
+    return _to_tokens(fmap)
+
+
+def pixel_unshuffle_tokens(tokens: Tensor, grid: Grid, r: int) -> tuple[Tensor, Grid]:
+    """Space-to-channel by factor r: (B, h*w, C) -> (B, h/r * w/r, r*r*C).
+
+    The channels of an output token are the C-vectors of its r x r window in row-major order
+    (r0c0, r0c1, r1c0, r1c1 for r = 2), not torch's channel-major `pixel_unshuffle` order.
+    """
+    h, w = grid
+    if h % r or w % r:
+        raise ValueError(f"pixel_unshuffle by {r} needs a grid divisible by {r}, got {h}x{w}")
+    b, _, c = tokens.shape
+    x = tokens.reshape(b, h // r, r, w // r, r, c)      # (B, h', dr, w', dc, C)
+    x = x.permute(0, 1, 3, 2, 4, 5)                     # (B, h', w', dr, dc, C)
+    return x.reshape(b, (h // r) * (w // r), r * r * c), (h // r, w // r)
+
+
+def reduce_tokens(feats: Features, tokens: int | None) -> Features:
+    """Adaptive average pooling to a sqrt(tokens) square grid; None keeps the grid."""
+    if tokens is None:
+        return feats
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"tokens must be a perfect square, got {tokens}")
+    return Features(adaptive_pool(feats.tokens, feats.grid, (side, side)), (side, side))
+
+
+def smallest_grid(feats: Sequence[Features]) -> list[Features]:
+    """Every layer pooled to the smallest grid among them (ties: the first)."""
+    grid = min((f.grid for f in feats), key=lambda g: g[0] * g[1])
+    return [Features(adaptive_pool(f.tokens, f.grid, grid), grid) for f in feats]
+
+
+class LayerMerge(nn.Module):
+    """Merges the selected layers of one expert into one `Features` (a single layer passes)."""
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        if not widths:
+            raise ValueError("a layer merge needs at least one layer")
+        self.widths = tuple(int(w) for w in widths)
+        self.out_width = self.width_after(self.widths)
+
+    @staticmethod
+    def width_after(widths: Sequence[int]) -> int:
+        """Channels after the merge of layers this wide (default: the last layer's width)."""
+        return int(widths[-1])
+
+    def forward(self, feats: Sequence[Features]) -> Features:
+        if len(feats) != len(self.widths):
+            raise ValueError(f"expected {len(self.widths)} layers, got {len(feats)}")
+        if len(feats) == 1:
+            return feats[0]
+        aligned = smallest_grid(feats)
+        return Features(self.combine([f.tokens for f in aligned]), aligned[0].grid)
+
+    def combine(self, tokens: list[Tensor]) -> Tensor:  # each (B, N, C_i) -> (B, N, C_out)
+        raise NotImplementedError
+
+
+MERGE_MODULES: Registry[type[LayerMerge]] = Registry("layer merge")
+
+
+@MERGE_MODULES.decorator("concat", "concatenate the selected layers' channels")
+class Concat(LayerMerge):
+    @staticmethod
+    def width_after(widths: Sequence[int]) -> int:
+        return int(sum(widths))
+
+    def combine(self, tokens: list[Tensor]) -> Tensor:
+        return torch.cat(tokens, dim=-1)  # (B, N, sum C_i)
+
+
+@MERGE_MODULES.decorator("mean", "average the selected layers (they must be equally wide)")
+class Mean(LayerMerge):
+    def __init__(self, widths: Sequence[int]) -> None:
+        if len(set(widths)) > 1:
+            raise ValueError(f"merge 'mean' needs layers of one width, got widths {list(widths)}; "
+                             "use merge 'concat' or 'layerscale', or pick equally wide layers")
+        super().__init__(widths)
+
+    def combine(self, tokens: list[Tensor]) -> Tensor:
+        return torch.stack(tokens).mean(dim=0)  # (B, N, C)
+
+
+@MERGE_MODULES.decorator("layerscale", "COMM's LLN-Layerscale: sum_i softmax(a)_i * Linear_i(LN_i(x_i))")
+class LayerScale(LayerMerge):
+    """`v = sum_i softmax(a)_i * (W_i LN_i(x_i) + b_i)`; W_i: C_i -> C_out (the last layer's width)."""
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__(widths)
+        merged = self.widths if len(self.widths) > 1 else ()  # one layer passes unchanged
+        self.norms = nn.ModuleList(nn.LayerNorm(w) for w in merged)
+        self.projs = nn.ModuleList(nn.Linear(w, self.out_width) for w in merged)
+        self.logits = nn.Parameter(torch.zeros(len(merged)))  # equal weights at start
+
+    def combine(self, tokens: list[Tensor]) -> Tensor:
+        weights = torch.softmax(self.logits, dim=0)
+        parts = [proj(norm(x)) for x, norm, proj in zip(tokens, self.norms, self.projs, strict=True)]
+        return torch.einsum("l,lbnc->bnc", weights, torch.stack(parts))  # (B, N, C_out)
