@@ -1,0 +1,71 @@
+"""What every fusion operator takes and gives, and the registry of operators by YAML `kind`.
+
+An operator turns the experts' reduced features (primary expert first) into the visual token
+groups the LM receives, already projected to the LM width `d_model`. Its output grids equal
+`search_space.fusions.FUSIONS.get(kind).groups(params, input grids)`, so the model's
+`visual_tokens` / `positions_used` equal the analytic cost model.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from search_space.fusions import FUSIONS, FusionParams, Grid
+from search_space.registry import Registry
+from trials.vlm.reduce import Features
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """Visual token groups in LM order: each (B, h*w, d_model) on its grid (h, w)."""
+
+    groups: tuple[Features, ...]
+
+    @property
+    def tokens(self) -> Tensor:
+        return torch.cat([g.tokens for g in self.groups], dim=1)  # (B, N, d)
+
+    @property
+    def grids(self) -> list[Grid]:
+        return [g.grid for g in self.groups]
+
+
+class FusionModule(nn.Module, abc.ABC):
+    """Base of the operators: `forward(feats) -> VisualTokens`, feats primary first.
+
+    Checks the number of experts, then calls the operator's own `fuse`.
+    """
+
+    def __init__(self, params: FusionParams, widths: Sequence[int], d_model: int,
+                 projector: str) -> None:
+        super().__init__()
+        need = FUSIONS.get(params.kind).min_experts
+        if len(widths) < need:
+            raise ValueError(f"{params.kind} needs at least {need} experts, got {len(widths)}")
+        self.params = params
+        self.widths = tuple(widths)   # channels of each expert's features, primary first
+        self.d_model = d_model        # LM hidden size
+        self.projector = projector    # a name in trials.vlm.projectors.PROJECTOR_MODULES
+
+    def forward(self, feats: Sequence[Features]) -> VisualTokens:
+        if len(feats) != len(self.widths):
+            raise ValueError(f"{self.params.kind} was built for {len(self.widths)} experts, "
+                             f"got {len(feats)}")
+        return self.fuse(feats)
+
+    @abc.abstractmethod
+    def fuse(self, feats: Sequence[Features]) -> VisualTokens:
+        """Fuse the experts' features (primary first) into projected visual token groups."""
+
+
+FUSION_MODULES: Registry[type[FusionModule]] = Registry("fusion")
+
+
+def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int,
+                 projector: str) -> FusionModule:
+    return FUSION_MODULES.get(params.kind)(params, widths, d_model, projector)

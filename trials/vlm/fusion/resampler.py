@@ -1,0 +1,75 @@
+"""Resampler (MouSi's Q-Former option; Perceiver-style): m learnable queries per expert.
+
+REFERENCE.md: per expert, `queries` learnable queries of the LM width cross-attend to that
+expert's tokens (projected to the LM width by the expert's own projector) through `depth`
+layers of `q = q + MHA(LN(q), kv, kv); q = q + MLP(LN(q))`. E groups of m tokens, each on a
+sqrt(m) x sqrt(m) grid when m is a perfect square, else a 1 x m row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from search_space.components import is_square
+from search_space.fusions import Grid, Resampler
+from trials.vlm.fusion.attention import MultiHead
+from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
+from trials.vlm.projectors import make_projector
+from trials.vlm.reduce import Features
+
+
+def query_grid(m: int) -> Grid:
+    """The grid of m queries: square when m is a perfect square, else one row."""
+    return (math.isqrt(m), math.isqrt(m)) if is_square(m) else (1, m)
+
+
+class PerceiverLayer(nn.Module):
+    """`q = q + MHA(LN(q), kv, kv); q = q + MLP(LN(q))`, width d, MLP ratio 4."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(d)
+        self.attn = MultiHead(d, [d], d, heads)
+        self.mlp_norm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, q: Tensor, kv: Tensor) -> Tensor:
+        q = q + self.attn(self.attn_norm(q), [kv])  # (B, m, d)
+        return q + self.mlp(self.mlp_norm(q))       # (B, m, d)
+
+
+class ExpertResampler(nn.Module):
+    """One expert's projector, queries and layers: (B, N, C) -> (B, m, d)."""
+
+    def __init__(self, width: int, d: int, params: Resampler, projector: str) -> None:
+        super().__init__()
+        self.proj = make_projector(projector, width, d)
+        self.queries = nn.Parameter(torch.randn(params.queries, d) * 0.02)  # (m, d)
+        self.layers = nn.ModuleList(PerceiverLayer(d, params.heads) for _ in range(params.depth))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        kv = self.proj(tokens)                                   # (B, N, d)
+        q = self.queries.expand(tokens.shape[0], -1, -1)         # (B, m, d)
+        for layer in self.layers:
+            q = layer(q, kv)
+        return q                                                 # (B, m, d)
+
+
+@FUSION_MODULES.decorator("resampler", "Perceiver-style: m learnable queries per expert cross-attend "
+                                       "to its tokens")
+class ResamplerFusion(FusionModule):
+    """E groups of `queries` tokens; nothing is shared between experts."""
+
+    def __init__(self, params: Resampler, widths: Sequence[int], d_model: int,
+                 projector: str) -> None:
+        super().__init__(params, widths, d_model, projector)
+        self.grid = query_grid(params.queries)
+        self.experts = nn.ModuleList(ExpertResampler(w, d_model, params, projector) for w in self.widths)
+
+    def fuse(self, feats: Sequence[Features]) -> VisualTokens:
+        return VisualTokens(tuple(Features(expert(f.tokens), self.grid)
+                                  for expert, f in zip(self.experts, feats, strict=True)))
