@@ -6,6 +6,7 @@ smallest grid among them (adaptive average pooling), then concat / mean / LLN-La
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def smallest_grid(feats: Sequence[Features]) -> list[Features]:
     return [Features(adaptive_pool(f.tokens, f.grid, grid), grid) for f in feats]
 
 
-class LayerMerge(nn.Module):
+class LayerMerge(nn.Module, abc.ABC):
     """Merges the selected layers of one expert into one `Features` (a single layer passes)."""
 
     def __init__(self, widths: Sequence[int]) -> None:
@@ -118,8 +119,9 @@ class LayerMerge(nn.Module):
         aligned = smallest_grid(feats)
         return Features(self.combine([f.tokens for f in aligned]), aligned[0].grid)
 
-    def combine(self, tokens: list[Tensor]) -> Tensor:  # each (B, N, C_i) -> (B, N, C_out)
-        raise NotImplementedError
+    @abc.abstractmethod
+    def combine(self, tokens: list[Tensor]) -> Tensor:
+        """Each (B, N, C_i) -> (B, N, C_out)."""
 
 
 MERGE_MODULES: Registry[type[LayerMerge]] = Registry("layer merge")
@@ -156,7 +158,10 @@ class LayerScale(LayerMerge):
         merged = self.widths if len(self.widths) > 1 else ()  # one layer passes unchanged
         self.norms = nn.ModuleList(nn.LayerNorm(w) for w in merged)
         self.projs = nn.ModuleList(nn.Linear(w, self.out_width) for w in merged)
-        self.logits = nn.Parameter(torch.zeros(len(merged)))  # equal weights at start
+        if merged:
+            self.logits = nn.Parameter(torch.zeros(len(merged)))  # equal weights at start
+        else:
+            self.register_parameter("logits", None)
 
     def combine(self, tokens: list[Tensor]) -> Tensor:
         weights = torch.softmax(self.logits, dim=0)

@@ -1,0 +1,203 @@
+"""The VLM under test, built from a design point alone: `build_vlm(point)`.
+
+experts (frozen) -> layer merge -> token reduction -> fusion (+ projector) -> position ids -> LM.
+Visual embeddings replace the `<image>` placeholder in `inputs_embeds`; the loss covers answer
+tokens only. Nothing loops over tokens in Python; on CUDA the forward runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+
+import torch
+from torch import Tensor, nn
+
+from search_space.point import TrialConfig
+from trials.vlm.experts import ExpertTokens
+from trials.vlm.fusion import VisualTokens, build_fusion
+from trials.vlm.lm import IMAGE_TOKEN, load_lm
+from trials.vlm.positions import group_offsets, splice_positions
+from trials.vlm.reduce import Features
+
+IGNORE = -100
+LayerFeatures = Mapping[str, Sequence[Features]]  # expert name -> its selected layers
+
+
+class VLM(nn.Module):
+    """A multi-expert VLM; experts run in the order of `point.ordered_experts()`."""
+
+    def __init__(self, point: TrialConfig) -> None:
+        super().__init__()
+        self.point = point
+        self.expert_names = [name for name, _ in point.ordered_experts()]
+        self.experts = nn.ModuleDict({n: ExpertTokens(cfg) for n, cfg in point.ordered_experts()})
+        self.lm, self.tokenizer = load_lm(point.language_model)
+        self.d_model = int(self.lm.config.hidden_size)
+        widths = [self.experts[n].out_width for n in self.expert_names]
+        self.fusion = build_fusion(point.fusion, widths, self.d_model, point.projector)
+        self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+
+    # ---- vision side ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def expert_features(self, images: Tensor) -> dict[str, list[Features]]:
+        """The frozen part: each expert's selected layers for uint8 images (B, 3, H, W)."""
+        return {name: self.experts[name].expert(images) for name in self.expert_names}
+
+    def visual(self, images: Tensor | None = None, features: LayerFeatures | None = None
+               ) -> VisualTokens:
+        """Projected visual token groups, from images or from cached expert features."""
+        if features is None:
+            if images is None:
+                raise ValueError("pass images or their cached expert features")
+            features = self.expert_features(images)
+        reduced = [self.experts[n].reduce(list(features[n])) for n in self.expert_names]
+        return self.fusion(reduced)
+
+    # ---- splicing -------------------------------------------------------------------------
+
+    def _splice(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+                visual: VisualTokens) -> dict[str, Tensor]:
+        """Replace each row's single `<image>` by the N visual tokens; build position ids."""
+        is_image = input_ids == self.image_token_id  # (B, L)
+        if not bool((is_image.sum(dim=1) == 1).all()):
+            raise ValueError(f"every sequence needs exactly one {IMAGE_TOKEN} placeholder")
+        b, length = input_ids.shape
+        vis = visual.tokens                                     # (B, N, d)
+        n = vis.shape[1]
+        p = is_image.float().argmax(dim=1)                      # (B,)
+        t = torch.arange(length - 1 + n, device=input_ids.device)[None, :].expand(b, -1)
+        in_image = (t >= p[:, None]) & (t < p[:, None] + n)     # (B, L')
+        text_at = torch.where(t < p[:, None], t, t - n + 1).clamp(0, length - 1)
+        vis_at = (t - p[:, None]).clamp(0, n - 1)
+        text_emb = self.lm.get_input_embeddings()(input_ids)    # (B, L, d)
+        d = text_emb.shape[-1]
+        embeds = torch.where(in_image[..., None],
+                             vis.to(text_emb.dtype).gather(1, vis_at[..., None].expand(-1, -1, d)),
+                             text_emb.gather(1, text_at[..., None].expand(-1, -1, d)))
+        offsets, used = group_offsets(visual.grids, self.point.positions)
+        out = {"inputs_embeds": embeds,                                              # (B, L', d)
+               "attention_mask": torch.where(in_image, 1, attention_mask.gather(1, text_at)),
+               "position_ids": splice_positions(p, length, offsets, used)}
+        if labels is not None:
+            out["labels"] = torch.where(in_image, IGNORE, labels.gather(1, text_at))
+        return out
+
+    def _autocast(self) -> AbstractContextManager[None]:
+        device = next(self.fusion.parameters()).device
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None,
+                images: Tensor | None = None, features: LayerFeatures | None = None) -> Tensor:
+        """The LM's loss (answer tokens only) when `labels` are given, else the logits."""
+        with self._autocast():
+            batch = self._splice(input_ids, attention_mask, labels, self.visual(images, features))
+            out = self.lm(**batch)
+        return out.loss if labels is not None else out.logits
+
+    # ---- prompts and answers --------------------------------------------------------------
+
+    def encode(self, questions: Sequence[str], answers: Sequence[str] | None = None,
+               device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        """Token ids of `<s> <image> question [answer </s>]`, right-padded; labels on answers."""
+        tok = self.tokenizer
+        rows, label_rows = [], []
+        for i, question in enumerate(questions):
+            prompt = [tok.bos_token_id, *tok(f"{IMAGE_TOKEN} {question}",
+                                             add_special_tokens=False)["input_ids"]]
+            answer = [] if answers is None else [
+                *tok(f" {answers[i]}", add_special_tokens=False)["input_ids"], tok.eos_token_id]
+            rows.append(prompt + answer)
+            label_rows.append([IGNORE] * len(prompt) + answer)
+        width = max(map(len, rows))
+        pad = tok.pad_token_id
+
+        def padded(seqs: list[list[int]], value: int) -> Tensor:
+            return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
+
+        out = {"input_ids": padded(rows, pad),
+               "attention_mask": padded([[1] * len(r) for r in rows], 0)}
+        if answers is not None:
+            out["labels"] = padded(label_rows, IGNORE)
+        return out
+
+    @torch.no_grad()
+    def score(self, questions: Sequence[str], candidates: Sequence[str],
+              images: Tensor | None = None, features: LayerFeatures | None = None) -> Tensor:
+        """Log-likelihood (B, K) of each candidate answer (all tokens, plus end of answer)."""
+        visual = self.visual(images, features)
+        b, k = len(questions), len(candidates)
+        batch = self.encode([q for q in questions for _ in candidates],
+                            [c for _ in questions for c in candidates],
+                            device=visual.tokens.device)
+        expanded = VisualTokens(tuple(Features(g.tokens.repeat_interleave(k, dim=0), g.grid)
+                                      for g in visual.groups))
+        with self._autocast():
+            spliced = self._splice(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                   expanded)
+            labels = spliced.pop("labels")
+            logits = self.lm(**spliced).logits.float()              # (B*K, L', V)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:]
+        picked = logp.gather(2, target.clamp(min=0)[..., None])[..., 0]
+        return (picked * (target != IGNORE)).sum(dim=1).view(b, k)
+
+    @torch.no_grad()
+    def answer(self, questions: Sequence[str], candidates: Sequence[str],
+               images: Tensor | None = None, features: LayerFeatures | None = None) -> list[str]:
+        """The most likely candidate for each question (closed-vocabulary answering)."""
+        best = self.score(questions, candidates, images, features).argmax(dim=1)
+        return [candidates[int(i)] for i in best]
+
+    @torch.no_grad()
+    def generate(self, questions: Sequence[str], images: Tensor | None = None,
+                 features: LayerFeatures | None = None, max_new_tokens: int = 8) -> list[str]:
+        """Greedy open-ended answers (one full forward per new token; answers are short)."""
+        visual = self.visual(images, features)
+        batch = self.encode(questions, device=visual.tokens.device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        lengths = mask.sum(dim=1)
+        done = torch.zeros(len(questions), dtype=torch.bool, device=ids.device)
+        out: list[list[int]] = [[] for _ in questions]
+        for _ in range(max_new_tokens):
+            with self._autocast():
+                spliced = self._splice(ids, mask, None, visual)
+                logits = self.lm(**spliced).logits
+            n_vis = spliced["inputs_embeds"].shape[1] - ids.shape[1]
+            nxt = logits[torch.arange(len(ids)), lengths - 1 + n_vis].argmax(dim=-1)  # (B,)
+            done |= nxt == self.tokenizer.eos_token_id
+            for i in torch.nonzero(~done).flatten().tolist():
+                out[i].append(int(nxt[i]))
+            if bool(done.all()):
+                break
+            ids = torch.cat([ids, torch.full_like(ids[:, :1], self.tokenizer.pad_token_id)], 1)
+            mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+            ids[torch.arange(len(ids)), lengths] = nxt
+            mask[torch.arange(len(ids)), lengths] = 1
+            lengths = lengths + 1
+        return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
+
+    # ---- accounting -----------------------------------------------------------------------
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters, frozen experts included in the total."""
+        params = list(self.parameters())
+        return (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+    def visual_cost(self) -> tuple[int, int]:
+        """(visual_tokens, positions_used) of this model, from its fusion's output grids."""
+        grids = self._probe_grids()
+        _, used = group_offsets(grids, self.point.positions)
+        return sum(h * w for h, w in grids), used
+
+    def _probe_grids(self) -> list[tuple[int, int]]:
+        images = torch.zeros(1, 3, self.point.data.image_size, self.point.data.image_size,
+                             dtype=torch.uint8, device=next(self.fusion.parameters()).device)
+        with torch.no_grad():
+            return self.visual(images).grids
+
+
+def build_vlm(point: TrialConfig) -> VLM:
+    """The VLM of a design point (experts frozen, LM prepared for its train mode)."""
+    return VLM(point)
