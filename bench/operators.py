@@ -1,0 +1,75 @@
+"""Each fusion operator on one 2-expert tiny point: parameters and forward time, side by side.
+
+    python bench/operators.py [--batch 8] [--repeats 30] [--threads 2]
+
+The point is examples/comm_point.yaml's experts (tiny-clip layers -1,-2,-3 -> 4x4 x64 via
+layerscale; tiny-dinov2 8x8 x48) with each fusion kind in turn. Times are medians after warm-up;
+ratios are to channel_concat measured in the same run (machines here are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from search_space import TrialConfig, load_point, point_cost
+from search_space.fusions import FUSIONS
+from trials.vlm.model import build_vlm
+
+PARAMS = {"cross_attention": {"heads": 1}, "resampler": {"queries": 16}, "sva": {"queries": 16}}
+
+
+def median_ms(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base, _ = load_point("examples/comm_point.yaml")
+    images = torch.randint(0, 256, (args.batch, 3, 96, 96), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    rows = []
+    for kind in FUSIONS.names():
+        point = TrialConfig.model_validate({**base.model_dump(), "fusion": {"kind": kind,
+                                                                             **PARAMS.get(kind, {})}})
+        torch.manual_seed(0)
+        vlm = build_vlm(point)
+        features = vlm.expert_features(images)
+        reduced = [vlm.experts[n].reduce(list(features[n])) for n in vlm.expert_names]
+        batch = vlm.encode(["what color is the object ?"] * args.batch, ["red"] * args.batch)
+        with torch.no_grad():
+            fusion_ms = median_ms(lambda: vlm.fusion(reduced), args.repeats)  # noqa: B023
+            vlm_ms = median_ms(lambda: vlm(**batch, features=features), args.repeats)  # noqa: B023
+        trainable, total = vlm.parameter_counts()
+        cost = point_cost(point)
+        rows.append((kind, sum(p.numel() for p in vlm.fusion.parameters()), trainable, total,
+                     cost.visual_tokens, fusion_ms, vlm_ms))
+    ref_fusion, ref_vlm = rows[0][5], rows[0][6]
+    print(f"batch {args.batch}, {args.threads} threads, torch {torch.__version__}")
+    print(f"{'fusion':<16}{'fusion params':>14}{'trainable':>11}{'total':>9}{'tokens':>8}"
+          f"{'fusion ms':>11}{'x cc':>7}{'VLM fwd ms':>12}{'x cc':>7}")
+    for kind, fparams, trainable, total, tokens, fms, vms in rows:
+        print(f"{kind:<16}{fparams:>14,}{trainable:>11,}{total:>9,}{tokens:>8}"
+              f"{fms:>11.2f}{fms / ref_fusion:>7.2f}{vms:>12.2f}{vms / ref_vlm:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
