@@ -57,7 +57,7 @@ def main() -> None:
         torch.manual_seed(0)
         vlm = build_vlm(point).to(args.device)
         features = vlm.expert_features(images)
-        reduced = [vlm.experts[n].reduce(list(features[n])) for n in vlm.expert_names]
+        reduced = [vlm.experts[n].merge(list(features[n])) for n in vlm.expert_names]
         batch = vlm.encode(["what color is the object ?"] * args.batch, ["red"] * args.batch,
                            device=args.device)
         with torch.no_grad():

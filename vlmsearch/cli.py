@@ -42,6 +42,35 @@ def schema() -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
+@app.command()
+def trial(
+    file: Path = typer.Argument(..., help="a point YAML file (one design)"),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="training steps (overrides train.steps)"),
+    as_json: bool = typer.Option(False, "--json", help="print the trial JSON as the last line"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir",
+                                 help="where the feature cache lives"),
+) -> None:
+    """Train and evaluate one design point (exit 0 done, 1 the trial failed, 2 bad input)."""
+    from search_space import SpaceError, load_point
+
+    try:
+        point, _ = load_point(file)
+    except SpaceError as exc:
+        err.print(describe_errors(exc), markup=False)
+        raise typer.Exit(2) from None
+    from vlmsearch.trial_view import run_with_progress
+
+    result = run_with_progress(point, steps, device, run_dir, err)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    else:
+        from vlmsearch.trial_view import result_table
+
+        out.print(result_table(result))
+    raise typer.Exit(0 if result.status == "complete" else 1)
+
+
 class Listing(str, enum.Enum):
     experts = "experts"
     fusions = "fusions"

@@ -130,6 +130,15 @@ def test_cached_features_give_the_same_loss(images: torch.Tensor) -> None:
     assert torch.equal(vlm(**batch, images=images), vlm(**batch, features=features))
 
 
+def test_one_token_scores_equal_sequence_scores(images: torch.Tensor) -> None:
+    vlm = build_vlm(point("channel_concat", 2))
+    fast = vlm.score(QUESTIONS, ["red", "blue", "3"], images=images)
+    slow = vlm._score_sequences(QUESTIONS, ["red", "blue", "3"], vlm.visual(images))
+    assert torch.allclose(fast, slow, atol=1e-5)
+    mixed = vlm.score(QUESTIONS, ["red", "red blue"], images=images)  # two tokens: sequence path
+    assert torch.allclose(mixed[:, 0], fast[:, 0], atol=1e-5) and bool((mixed[:, 1] < mixed[:, 0]).all())
+
+
 def test_answering(images: torch.Tensor) -> None:
     vlm = build_vlm(point("resampler", 2))
     scores = vlm.score(QUESTIONS, ["red", "blue", "3"], images=images)

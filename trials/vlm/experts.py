@@ -23,7 +23,7 @@ from transformers.utils import cached_file
 from search_space.point import ExpertConfig
 from search_space.presets import FAMILIES, PRESETS, ExpertInfo, expert_info, info_from_config
 from search_space.registry import Registry
-from trials.vlm.reduce import MERGE_MODULES, Features, Grid, reduce_tokens
+from trials.vlm.reduce import MERGE_MODULES, Features, Grid, pool_layers
 
 __all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "out_width",
            "preset_seed", "resolve_info"]
@@ -279,7 +279,7 @@ def out_width(cfg: ExpertConfig) -> int:
 
 
 class ExpertTokens(nn.Module):
-    """One expert's whole pipeline: frozen layers -> trainable merge -> `tokens` reduction.
+    """One expert's whole pipeline: frozen layers -> pooled to the final grid -> trainable merge.
 
     The output grid equals `search_space.cost.expert_grid(cfg)`.
     """
@@ -291,9 +291,17 @@ class ExpertTokens(nn.Module):
         self.merge = MERGE_MODULES.get(cfg.merge)(self.expert.layer_widths)
         self.out_width = self.merge.out_width
 
+    def pool(self, layers: list[Features]) -> list[Features]:
+        """The selected layers on the final grid (frozen and cacheable): each (B, h*w, C_i)."""
+        return pool_layers(layers, self.cfg.tokens)
+
+    def features(self, images: Tensor) -> list[Features]:
+        """The frozen part for uint8 images: expert forward, then `pool`."""
+        return self.pool(self.expert(images))
+
     def reduce(self, layers: list[Features]) -> Features:
-        """Merge and reduce already extracted (e.g. cached) layer features."""
-        return reduce_tokens(self.merge(layers), self.cfg.tokens)
+        """Pool and merge raw layer features (the whole pipeline after the expert)."""
+        return self.merge(self.pool(layers))
 
     def forward(self, images: Tensor) -> Features:
         return self.reduce(self.expert(images))  # (B, h*w, out_width)

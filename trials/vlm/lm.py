@@ -38,6 +38,7 @@ upper lower middle center centre quadrant side first second one two three four f
 eight nine zero yes no red green blue yellow purple orange white black gray grey cyan magenta
 brown pink circle square triangle star cross diamond ring bar or and than count
 0 1 2 3 4 5 6 7 8 9 10 11 12 ? . , :
+more higher
 """.split()  # noqa: SIM905 - a word list reads best as text
 
 

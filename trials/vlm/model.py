@@ -42,8 +42,9 @@ class VLM(nn.Module):
 
     @torch.no_grad()
     def expert_features(self, images: Tensor) -> dict[str, list[Features]]:
-        """The frozen part: each expert's selected layers for uint8 images (B, 3, H, W)."""
-        return {name: self.experts[name].expert(images) for name in self.expert_names}
+        """The frozen part: each expert's selected layers on its final grid, for uint8 images
+        (B, 3, H, W). This is what the feature cache stores."""
+        return {name: self.experts[name].features(images) for name in self.expert_names}
 
     def visual(self, images: Tensor | None = None, features: LayerFeatures | None = None
                ) -> VisualTokens:
@@ -52,7 +53,7 @@ class VLM(nn.Module):
             if images is None:
                 raise ValueError("pass images or their cached expert features")
             features = self.expert_features(images)
-        reduced = [self.experts[n].reduce(list(features[n])) for n in self.expert_names]
+        reduced = [self.experts[n].merge(list(features[n])) for n in self.expert_names]
         return self.fusion(reduced)
 
     # ---- splicing -------------------------------------------------------------------------
@@ -125,8 +126,26 @@ class VLM(nn.Module):
     @torch.no_grad()
     def score(self, questions: Sequence[str], candidates: Sequence[str],
               images: Tensor | None = None, features: LayerFeatures | None = None) -> Tensor:
-        """Log-likelihood (B, K) of each candidate answer (all tokens, plus end of answer)."""
+        """Log-likelihood (B, K) of each candidate answer's tokens after its question.
+
+        One-token candidates (a closed vocabulary of words) need a single forward; longer ones
+        are scored as B*K sequences.
+        """
         visual = self.visual(images, features)
+        device = visual.tokens.device
+        ids = [self.tokenizer(f" {c}", add_special_tokens=False)["input_ids"] for c in candidates]
+        if all(len(i) == 1 for i in ids):
+            batch = self.encode(questions, device=device)
+            with self._autocast():
+                spliced = self._splice(batch["input_ids"], batch["attention_mask"], None, visual)
+                logits = self.lm(**spliced).logits.float()           # (B, L', V)
+            last = batch["attention_mask"].sum(dim=1) - 1 + visual.tokens.shape[1] - 1
+            logp = torch.log_softmax(logits[torch.arange(len(questions)), last], dim=-1)  # (B, V)
+            return logp[:, torch.tensor([i[0] for i in ids], device=device)]            # (B, K)
+        return self._score_sequences(questions, candidates, visual)
+
+    def _score_sequences(self, questions: Sequence[str], candidates: Sequence[str],
+                         visual: VisualTokens) -> Tensor:
         b, k = len(questions), len(candidates)
         batch = self.encode([q for q in questions for _ in candidates],
                             [c for _ in questions for c in candidates],
@@ -141,7 +160,8 @@ class VLM(nn.Module):
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         target = labels[:, 1:]
         picked = logp.gather(2, target.clamp(min=0)[..., None])[..., 0]
-        return (picked * (target != IGNORE)).sum(dim=1).view(b, k)
+        counted = (target != IGNORE) & (target != self.tokenizer.eos_token_id)
+        return (picked * counted).sum(dim=1).view(b, k)
 
     @torch.no_grad()
     def answer(self, questions: Sequence[str], candidates: Sequence[str],

@@ -20,7 +20,7 @@ from search_space.registry import Registry
 Grid = tuple[int, int]
 
 __all__ = ["MERGE_MODULES", "Concat", "Features", "Grid", "LayerMerge", "LayerScale", "Mean",
-           "adaptive_pool", "pixel_unshuffle_tokens", "reduce_tokens", "resize_grid"]
+           "adaptive_pool", "pixel_unshuffle_tokens", "pool_layers", "resize_grid", "target_grid"]
 
 
 @dataclass(frozen=True)
@@ -80,19 +80,24 @@ def pixel_unshuffle_tokens(tokens: Tensor, grid: Grid, r: int) -> tuple[Tensor, 
     return x.reshape(b, (h // r) * (w // r), r * r * c), (h // r, w // r)
 
 
-def reduce_tokens(feats: Features, tokens: int | None) -> Features:
-    """Adaptive average pooling to a sqrt(tokens) square grid; None keeps the grid."""
+def target_grid(grids: Sequence[Grid], tokens: int | None) -> Grid:
+    """An expert's final grid: sqrt(tokens) square, else the smallest of its layers' grids."""
     if tokens is None:
-        return feats
+        return min(grids, key=lambda g: g[0] * g[1])
     side = math.isqrt(tokens)
     if side * side != tokens:
         raise ValueError(f"tokens must be a perfect square, got {tokens}")
-    return Features(adaptive_pool(feats.tokens, feats.grid, (side, side)), (side, side))
+    return side, side
 
 
-def smallest_grid(feats: Sequence[Features]) -> list[Features]:
-    """Every layer pooled to the smallest grid among them (ties: the first)."""
-    grid = min((f.grid for f in feats), key=lambda g: g[0] * g[1])
+def pool_layers(feats: Sequence[Features], tokens: int | None) -> list[Features]:
+    """Every selected layer pooled (adaptive average) to the expert's final grid.
+
+    vlmsearch rule: layers are reduced *before* they are merged, so the frozen, cacheable part of
+    an expert ends at its final grid. For `mean` and `concat` this equals merging first (pooling
+    is linear); for `layerscale` the LayerNorms see pooled tokens.
+    """
+    grid = target_grid([f.grid for f in feats], tokens)
     return [Features(adaptive_pool(f.tokens, f.grid, grid), grid) for f in feats]
 
 
@@ -116,7 +121,7 @@ class LayerMerge(nn.Module, abc.ABC):
             raise ValueError(f"expected {len(self.widths)} layers, got {len(feats)}")
         if len(feats) == 1:
             return feats[0]
-        aligned = smallest_grid(feats)
+        aligned = pool_layers(feats, None)  # already equal after `pool_layers(..., tokens)`
         return Features(self.combine([f.tokens for f in aligned]), aligned[0].grid)
 
     @abc.abstractmethod

@@ -1,0 +1,326 @@
+"""Benchmarks: the probe (determinism, balance, disjoint splits, pixels that match the answers,
+digits unreadable at low resolution) and LLaVA-format loading (splits, candidates, errors)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from search_space.components import PROBE_SKILLS
+from search_space.point import DataConfig
+from trials.data import BENCHMARKS, DataError, QADataset, exact_match, load_benchmark, vqa_normalize
+from trials.data.llava import read_records, split_records
+from trials.data.probe import COLORS, ProbeSplit, digit_half, probe_splits
+from trials.vlm.lm import word_tokenizer
+
+# ---- probe ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probe() -> tuple[ProbeSplit, ProbeSplit]:
+    """The default 96 px probe, with a large eval split to measure digit readability on."""
+    return probe_splits(DataConfig(train_size=2000, eval_size=1200))
+
+
+def small(seed: int = 0, size: int = 96) -> tuple[QADataset, QADataset]:
+    return load_benchmark(DataConfig(train_size=60, eval_size=30, image_size=size, seed=seed))
+
+
+def image_hashes(data: QADataset) -> set[str]:
+    return {hashlib.sha1(img.numpy().tobytes()).hexdigest() for img in data.images}
+
+
+def test_registry_names_both_benchmarks() -> None:
+    assert set(BENCHMARKS.names()) == {"probe", "llava"}
+    with pytest.raises(KeyError, match="did you mean 'probe'"):
+        BENCHMARKS.get("prob")
+
+
+def test_probe_is_deterministic_and_seed_sensitive() -> None:
+    a, b, c = small(0), small(0), small(1)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x.images, y.images) and x.fingerprint() == y.fingerprint()
+        assert (x.questions, x.answers, x.skills) == (y.questions, y.answers, y.skills)
+    assert a[0].fingerprint() != c[0].fingerprint() and a[1].fingerprint() != c[1].fingerprint()
+    assert a[0].fingerprint() != a[1].fingerprint()
+
+
+@pytest.mark.parametrize("size", [16, 64, 96, 200])
+def test_probe_sizes(size: int) -> None:
+    train, evaluation = small(size=size)
+    assert (len(train), len(evaluation)) == (60, 30)
+    for data in (train, evaluation):
+        assert data.images.dtype == torch.uint8 and data.images.shape[1:] == (3, size, size)
+        assert data.candidates.keys() == set(PROBE_SKILLS)
+
+
+def test_probe_skills_balanced_and_splits_disjoint(probe: tuple[ProbeSplit, ProbeSplit]) -> None:
+    for split in probe:
+        counts = Counter(split.dataset.skills)
+        assert set(counts) == set(PROBE_SKILLS)
+        assert max(counts.values()) - min(counts.values()) <= 1
+        assert len(image_hashes(split.dataset)) == len(split.dataset)
+    assert not image_hashes(probe[0].dataset) & image_hashes(probe[1].dataset)
+    train_digits, eval_digits = digit_half("train")[0], digit_half("eval")[0]
+    assert len(train_digits) + len(eval_digits) == 1797  # disjoint halves of sklearn's digits
+
+
+def test_probe_answers_are_candidates_and_known_words(probe: tuple[ProbeSplit, ProbeSplit]) -> None:
+    tokenizer = word_tokenizer()
+    texts: set[str] = set()
+    for split in probe:
+        data = split.dataset
+        for skill, answer in zip(data.skills, data.answers, strict=True):
+            assert answer in data.candidates[skill]
+            assert " " not in answer and "-" not in answer
+        for skill in PROBE_SKILLS:  # every candidate of a skill is drawn somewhere
+            drawn = {a for s, a in zip(data.skills, data.answers, strict=True) if s == skill}
+            assert drawn == set(data.candidates[skill])
+        texts |= set(data.questions) | {a for c in data.candidates.values() for a in c}
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, text
+
+
+def foreground(img: torch.Tensor) -> np.ndarray:
+    """Pixels far from the image's median colour: the drawn objects (S, S) bool."""
+    pixels = img.numpy().transpose(1, 2, 0).astype(np.float32)
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    return np.linalg.norm(pixels - background, axis=-1) > 60
+
+
+def nearest_color(img: torch.Tensor, mask: np.ndarray) -> str:
+    mean = img.numpy().transpose(1, 2, 0)[mask].mean(axis=0)
+    return min(COLORS, key=lambda name: float(np.linalg.norm(mean - np.array(COLORS[name]))))
+
+
+def normalised(mask: np.ndarray, side: int = 16) -> np.ndarray:
+    """The mask cropped to its bounding box and resampled (nearest) to side x side."""
+    rows, cols = np.nonzero(mask)
+    crop = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    r = ((np.arange(side) + 0.5) * crop.shape[0] / side).astype(int)
+    c = ((np.arange(side) + 0.5) * crop.shape[1] / side).astype(int)
+    return crop[r][:, c]
+
+
+def shape_masks(split: ProbeSplit) -> tuple[np.ndarray, np.ndarray]:
+    """The shape samples' normalised object masks (n, 256) and their answers."""
+    data = split.dataset
+    keep = [i for i, skill in enumerate(data.skills) if skill == "shape"]
+    return (np.stack([normalised(foreground(data.images[i])).ravel() for i in keep]),
+            np.array([data.answers[i] for i in keep]))
+
+
+def test_probe_pixels_match_the_answers(probe: tuple[ProbeSplit, ProbeSplit]) -> None:
+    """Colour, count, position and relation answers read back off the pixels; shapes too, by a
+    nearest-neighbour reader of the train masks (robust to how a shape falls on the pixel grid)."""
+    data, boxes = probe[1].dataset, probe[1].boxes
+    size = data.images.shape[-1]
+    wrong = Counter()
+    rows = zip(data.images, data.questions, data.answers, data.skills, boxes, strict=True)
+    for img, question, answer, skill, drawn in rows:
+        mask = foreground(img)
+        if skill == "color":
+            wrong[skill] += nearest_color(img, mask) != answer
+        elif skill == "count":
+            wrong[skill] += ndimage.label(mask)[1] != int(answer)
+        elif skill == "position":
+            rows, cols = np.nonzero(mask)
+            along = cols if "left" in question else rows
+            first_half = answer in ("left", "top")
+            wrong[skill] += not (along.max() < size // 2 if first_half else along.min() >= size // 2)
+        elif skill == "relation":
+            y0, x0, y1, x1 = drawn[0]  # the answer's object, then the other
+            box = np.zeros_like(mask)
+            box[y0:y1, x0:x1] = True
+            wrong[skill] += nearest_color(img, mask & box) != answer
+            other = drawn[1]
+            wrong[skill] += not (x1 <= other[1] if "left" in question else y1 <= other[0])
+    assert sum(wrong.values()) == 0, dict(wrong)
+    reader = KNeighborsClassifier(1).fit(*shape_masks(probe[0]))
+    masks, shapes = shape_masks(probe[1])
+    assert (reader.predict(masks) == shapes).mean() >= 0.98
+
+
+def digit_crops(split: ProbeSplit, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each small_text digit's cell, after average-pooling the image by `factor` and upsampling."""
+    data = split.dataset
+    keep = [i for i, skill in enumerate(data.skills) if skill == "small_text"]
+    grey = data.images[keep].float().mean(dim=1, keepdim=True)  # (n, 1, S, S)
+    low = torch.nn.functional.avg_pool2d(grey, factor)
+    seen = torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest")[:, 0].numpy()
+    crops = []
+    for row, i in enumerate(keep):
+        y0, x0, y1, x1 = split.boxes[i][0]
+        cell = seen[row, y0:y1, x0:x1]
+        crops.append(((cell.max() - cell) / (np.ptp(cell) + 1e-6)).ravel())  # ink = 1
+    return np.stack(crops), np.array([data.answers[i] for i in keep])
+
+
+def readability(probe: tuple[ProbeSplit, ProbeSplit], factor: int) -> dict[str, float]:
+    """Eval accuracy of classifiers fit on the train digits seen at the same resolution."""
+    x_train, y_train = digit_crops(probe[0], factor)
+    x_eval, y_eval = digit_crops(probe[1], factor)
+    classifiers = {"1nn": KNeighborsClassifier(1), "logreg": LogisticRegression(max_iter=3000)}
+    return {name: float((clf.fit(x_train, y_train).predict(x_eval) == y_eval).mean())
+            for name, clf in classifiers.items()}
+
+
+@pytest.mark.parametrize("size", [96, 192])
+def test_small_text_is_unreadable_at_24_px(probe: tuple[ProbeSplit, ProbeSplit], size: int) -> None:
+    """Seen at 24 px (pooled by size / 24) the digits are far less readable than at full size."""
+    splits = probe if size == 96 else probe_splits(DataConfig(train_size=1200, eval_size=600,
+                                                              image_size=size))
+    full, low = readability(splits, 1), readability(splits, size // 24)
+    assert min(full.values()) > 0.8, full
+    assert max(low.values()) < 0.5, low
+
+
+# ---- llava ------------------------------------------------------------------------------------
+
+PALETTE = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+
+
+def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (24, 16)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def turn(human: str, gpt: str) -> list[dict[str, str]]:
+    return [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}]
+
+
+@pytest.fixture
+def llava(tmp_path: Path) -> Path:
+    """75 records over 63 images: 'color' (3 answers), 'caption' (60: open-ended), 'vqa'."""
+    folder, records = tmp_path / "images", []
+    for i in range(12):
+        name = list(PALETTE)[i % 3]
+        write_image(folder / f"color/{i}.png", PALETTE[name])
+        records.append({"id": f"c{i}", "image": f"color/{i}.png", "skill": "color",
+                        "conversations": turn("<image>\nWhat color is the picture?", name)})
+    for i in range(60):
+        write_image(folder / f"cap/{i // 2}.png", (4 * (i // 2), 100, 100))  # two captions per image
+        records.append({"id": f"p{i}", "image": f"cap/{i // 2}.png", "category": "caption",
+                        "conversations": turn("Describe it.\n<image>", f"caption {i}")})
+    for i in range(3):
+        write_image(folder / f"q/{i}.png", (0, 0, 0), size=(8, 40))
+        records.append({"id": f"q{i}", "image": f"q/{i}.png", "conversations": [
+            {"from": "system", "value": "be brief"}, *turn("<image>\nIs it dark?", "yes"),
+            *turn("Is it tall?", "no")]})
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def llava_config(path: Path, **fields: object) -> DataConfig:
+    return DataConfig.model_validate({"benchmark": "llava", "path": str(path), "image_folder":
+                                      str(path.parent / "images"), "train_size": 40, "eval_size": 20,
+                                      "image_size": 32, **fields})
+
+
+def test_llava_loads_splits_and_candidates(llava: Path) -> None:
+    train, evaluation = load_benchmark(llava_config(llava))
+    assert (len(train), len(evaluation)) == (40, 20)
+    for data in (train, evaluation):
+        assert data.images.dtype == torch.uint8 and data.images.shape[1:] == (3, 32, 32)
+        assert data.candidates == {"color": ["blue", "green", "red"], "vqa": ["yes"]}
+        rows = zip(data.images, data.questions, data.answers, data.skills, strict=True)
+        for img, question, answer, skill in rows:
+            assert "<image>" not in question and question == question.strip()
+            if skill == "color":
+                assert question == "What color is the picture?"
+                mean = img.float().mean(dim=(1, 2))
+                assert torch.allclose(mean, torch.tensor(PALETTE[answer], dtype=torch.float), atol=2)
+            elif skill == "vqa":
+                assert (question, answer) == ("Is it dark?", "yes")  # the first human/gpt pair
+                assert int(img.max()) == 0
+            else:
+                assert skill == "caption" and question == "Describe it." and answer.startswith("caption ")
+    records = read_records(llava)
+    a, b = split_records(records, 40, 20, seed=0)
+    assert not {r.image for r in a} & {r.image for r in b}
+    assert [r.answer for r in a] == train.answers and [r.answer for r in b] == evaluation.answers
+    again = load_benchmark(llava_config(llava))
+    other = load_benchmark(llava_config(llava, seed=1))
+    assert again[0].fingerprint() == train.fingerprint() != other[0].fingerprint()
+
+
+def test_llava_image_folder_defaults_to_the_json_folder(llava: Path) -> None:
+    moved = llava.parent / "images" / "data.json"
+    moved.write_text(llava.read_text())
+    train, _ = load_benchmark(llava_config(moved, image_folder=None, train_size=5, eval_size=5))
+    assert len(train) == 5
+
+
+def break_records(path: Path, change: str) -> str:
+    """Damage the fixture's data set one way; the text its error must contain."""
+    records = json.loads(path.read_text())
+    if change == "no json":
+        path.unlink()
+        return "does not exist"
+    if change == "not a list":
+        path.write_text(json.dumps({"data": records}))
+        return "holds a JSON dict, not a list of records"
+    if change == "bad json":
+        path.write_text("[{")
+        return "is not valid JSON"
+    if change == "no image":
+        del records[3]["image"]
+        path.write_text(json.dumps(records))
+        return "record 'c3' has no 'image'"
+    if change == "no conversations":
+        del records[5]["conversations"]
+        path.write_text(json.dumps(records))
+        return "record 'c5' has no 'conversations'"
+    if change == "no answer":
+        records[7]["conversations"] = records[7]["conversations"][:1]
+        path.write_text(json.dumps(records))
+        return "record 'c7': 'conversations' has no human turn followed by a gpt turn"
+    if change in ("missing image", "unreadable image"):
+        train, evaluation = split_records(read_records(path), 40, 20, seed=0)
+        chosen = next(r for r in train + evaluation if r.skill == "color")
+        file = path.parent / "images" / chosen.image
+        file.unlink() if change == "missing image" else file.write_bytes(b"not a png")
+        return f"image '{chosen.image}' of record '{chosen.id}' is {change.split()[0]}"
+    assert change == "too few records"
+    path.write_text(json.dumps(records[:50]))
+    return "has 50 records, fewer than data.train_size + data.eval_size = 40 + 20 = 60"
+
+
+@pytest.mark.parametrize("change", ["no json", "not a list", "bad json", "no image", "no conversations",
+                                    "no answer", "missing image", "unreadable image", "too few records"])
+def test_llava_errors_name_the_problem(llava: Path, change: str) -> None:
+    expected = break_records(llava, change)
+    with pytest.raises(DataError) as caught:
+        load_benchmark(llava_config(llava))
+    assert expected in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_llava_needs_a_path() -> None:
+    with pytest.raises(DataError, match=r"data\.path is not set"):
+        load_benchmark(DataConfig(benchmark="llava"))
+
+
+@pytest.mark.parametrize(("raw", "normal"), [
+    ("Yes.", "yes"), ("The Red  car!", "red car"), ("two", "2"), ("An apple, a pear", "apple pear"),
+    ("3.5", "3.5"), ("1,000", "1000"), ("don't", "dont"), ("t-shirt", "t shirt"), ("None", "0"),
+])
+def test_vqa_normalize(raw: str, normal: str) -> None:
+    assert vqa_normalize(raw) == normal
+
+
+def test_exact_match() -> None:
+    assert exact_match("Two", ["2", "3"]) and exact_match("the cat.", "Cat")
+    assert not exact_match("dog", ["cat", "a cat"])

@@ -1,0 +1,12 @@
+"""Benchmarks: the built-in probe and LLaVA-format data sets, behind one registry.
+
+Importing this package registers every loader; `load_benchmark(point.data)` gives (train, eval).
+"""
+
+from trials.data import llava, probe
+from trials.data.base import BENCHMARKS, QADataset, load_benchmark
+from trials.data.llava import DataError, exact_match, vqa_normalize
+from trials.data.probe import ProbeSplit, probe_splits
+
+__all__ = ["BENCHMARKS", "DataError", "ProbeSplit", "QADataset", "exact_match", "llava", "load_benchmark",
+           "probe", "probe_splits", "vqa_normalize"]
