@@ -256,3 +256,18 @@ def point_designs(space: SearchSpace) -> list[Problem]:
     except UnknownGeometry:
         return []
     return []
+
+
+@_check
+def seed_points(space: SearchSpace) -> list[Problem]:
+    """Seed points must lie in the space (they are enqueued as its parameters)."""
+    from search_space.sampling import point_parameters
+
+    compiled, out = compile_space(space), []
+    for i, seed in enumerate(space.search.seed_points):
+        try:
+            point_parameters(compiled, seed.model_dump(mode="json", exclude_none=True))
+        except (ValueError, KeyError) as exc:
+            out.append(Problem(("search", "seed_points", i), f"this seed point is outside the space: "
+                               f"{exc}; change it or widen the space"))
+    return out

@@ -97,3 +97,44 @@ def hypervolume_contributions(points: np.ndarray, reference: Sequence[float]) ->
     total = hypervolume(pts, reference)
     return np.array([total - hypervolume(np.delete(pts, i, axis=0), reference)
                      for i in range(len(pts))])
+
+
+def reference_point(objectives: Sequence[Objective], constraints: Sequence[Constraint],
+                    rows: Sequence[Mapping[str, float]], bounds: Mapping[str, float] | None = None
+                    ) -> np.ndarray:
+    """A hypervolume reference point in minimisation form, stable as trials come in.
+
+    Accuracies (maximised, in [0, 1]) use 0; a minimised metric uses its constraint's `max`, else
+    a known bound (e.g. the space's largest visual_tokens), else 1.1x the worst value seen.
+    """
+    bounds = bounds or {}
+    ref = []
+    for o in objectives:
+        caps = [c.max for c in constraints if c.metric == o.metric and c.max is not None]
+        seen = [row[o.metric] for row in rows if o.metric in row]
+        if o.direction == "maximize":
+            floor = 0.0 if o.metric.startswith("accuracy") else (min(seen) * 0.9 if seen else 0.0)
+            ref.append(-floor)
+        elif caps:
+            ref.append(min(caps))
+        elif o.metric in bounds:
+            ref.append(bounds[o.metric])
+        else:
+            ref.append(max(seen) * 1.1 if seen else 1.0)
+    return np.asarray(ref, dtype=float)
+
+
+def study_front(rows: Sequence[Mapping[str, float]], objectives: Sequence[Objective],
+                constraints: Sequence[Constraint], bounds: Mapping[str, float] | None = None
+                ) -> tuple[list[int | None], float]:
+    """Pareto rank of each row (None when infeasible) and the hypervolume of the feasible front."""
+    usable = [i for i, row in enumerate(rows)
+              if feasible(row, constraints) and all(o.metric in row for o in objectives)]
+    ranks: list[int | None] = [None] * len(rows)
+    if not usable:
+        return ranks, 0.0
+    matrix = objective_matrix([rows[i] for i in usable], objectives)
+    for i, rank in zip(usable, non_dominated_ranks(matrix), strict=True):
+        ranks[i] = int(rank)
+    ref = reference_point(objectives, constraints, [rows[i] for i in usable], bounds)
+    return ranks, hypervolume(matrix, ref)

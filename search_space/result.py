@@ -17,6 +17,7 @@ METRIC_ORDER = ("accuracy", "visual_tokens", "positions_used", "trainable_params
 class Failure:
     reason: FailureReason
     message: str
+    infeasible: bool = False  # rejected before training: its analytic cost breaks a constraint
 
     def to_json(self) -> dict[str, str]:
         return {"reason": self.reason, "message": self.message}
@@ -35,6 +36,7 @@ class TrialResult:
     study: str | None = None
     number: int | None = None
     pareto_rank: int | None = None
+    reused_from: int | None = None  # dedup: the trial whose result this one repeats
 
     @property
     def config_hash(self) -> str:
@@ -54,3 +56,13 @@ class TrialResult:
                 "failure": self.failure.to_json() if self.failure else None,
                 "steps": self.steps, "config": self.config.canonical(),
                 "metrics": self.ordered_metrics(), "pareto_rank": self.pareto_rank}
+
+
+def result_from_json(data: dict[str, Any], name: str) -> TrialResult:
+    """Rebuild a result from `TrialResult.to_json()` (the point gets `name`)."""
+    failure = data.get("failure")
+    return TrialResult(TrialConfig.model_validate({"name": name, **data["config"]}), data["status"],
+                       int(data["steps"]), dict(data["metrics"]),
+                       Failure(failure["reason"], failure["message"]) if failure else None,
+                       study=data.get("study"), number=data.get("number"),
+                       pareto_rank=data.get("pareto_rank"))

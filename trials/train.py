@@ -42,6 +42,7 @@ class TrialOptions:
     device: str = "auto"                     # auto: cuda when available
     cache: FeatureCache | None = None
     report: Report | None = None
+    report_at: frozenset[int] = frozenset()  # extra evaluation steps (early-stopping rungs)
     progress: Progress | None = None
     eval_batch: int = 64
 
@@ -130,14 +131,18 @@ class _Runner:
             schedule.step()
             if self.options.progress:
                 self.options.progress(self.step, cfg.steps, loss.item())
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps \
-                    and self.intermediate(vlm, evaluation, eval_feats):
+            if self.evaluates_at(self.step) and self.intermediate(vlm, evaluation, eval_feats):
                 return "pruned"
         final = self.evaluate(vlm, evaluation, eval_feats)
         self.history.append((self.step, final))
         if self.options.report:
             self.options.report(self.step, final)
         return "complete"
+
+    def evaluates_at(self, step: int) -> bool:
+        every = self.point.train.eval_every
+        due = step in self.options.report_at or bool(every and step % every == 0)
+        return due and step < self.point.train.steps
 
     def intermediate(self, vlm: VLM, data: QADataset, feats: dict[str, list[Features]]) -> bool:
         """Evaluate, report; True when the caller says stop."""

@@ -14,8 +14,8 @@ from vlmsearch.summary import describe_errors, summarize
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative AutoML for multi-encoder vision-language models.")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 @app.command()
@@ -69,6 +69,41 @@ def trial(
 
         out.print(result_table(result))
     raise typer.Exit(0 if result.status == "complete" else 1)
+
+
+class Backend(str, enum.Enum):
+    optuna = "optuna"
+    ray = "ray"
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="a search space YAML file"),
+    trials: int | None = typer.Option(None, "--trials", min=1, help="finished trials to reach"),
+    backend: Backend | None = typer.Option(None, "--backend", help="optuna or ray"),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="trials at once"),
+    study: str | None = typer.Option(None, "--study", help="study name (default: the space's name)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an existing study"),
+    storage: str | None = typer.Option(None, "--storage", help="SQL URL of the study and results"),
+    tracking: str | None = typer.Option(None, "--tracking", help="MLflow tracking URI"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
+    run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir", help="cache and logs"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Run a search: live progress, then the Pareto table (exit 130 when interrupted)."""
+    from search_space import SpaceError, load
+
+    try:
+        loaded = load(file)
+    except SpaceError as exc:
+        err.print(describe_errors(exc), markup=False)
+        raise typer.Exit(2) from None
+    from vlmsearch.search import SearchOptions, run_search
+
+    options = SearchOptions(trials=trials, backend=backend.value if backend else None,
+                            concurrency=concurrency, study=study, resume=resume, storage=storage,
+                            tracking=tracking, ray_address=ray_address, run_dir=run_dir, device=device)
+    raise typer.Exit(run_search(loaded, options, out, err))
 
 
 class Listing(str, enum.Enum):

@@ -1,0 +1,204 @@
+"""Searches with real Optuna, a real SQLite study and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from search_space import parse
+from search_space.pareto import non_dominated_ranks, objective_matrix
+from trials.search.optuna_backend import OptunaBackend
+from trials.search.sinks import MemorySink, Sinks
+from trials.search.study import SearchError, SearchSpec
+
+SPACE = """\
+name: small
+data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}
+experts:
+  pool:
+    clip: {source: tiny-clip, tokens: {choices: [4, 16]}}
+    dinov2: {source: tiny-dinov2, tokens: 16}
+  subset: {min: 1, max: 2}
+fusion:
+  choices:
+    - {kind: channel_concat}
+    - {kind: sequence_concat}
+positions: {choices: [original, share_all]}
+train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: visual_tokens, direction: minimize}
+constraints:
+  - {metric: visual_tokens, max: 24}
+search: {trials: 8, concurrency: 2, seed: 1,
+         early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
+"""
+
+
+def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
+    space = parse(text).space
+    base = {"study": space.name, "space": space, "space_yaml": text, "trials": space.search.trials,
+            "concurrency": space.search.concurrency, "storage": f"sqlite:///{tmp_path}/study.db",
+            "run_dir": tmp_path}
+    return SearchSpec(**{**base, **changes})
+
+
+def search(s: SearchSpec) -> tuple[OptunaBackend, MemorySink]:
+    memory = MemorySink()
+    backend = OptunaBackend(s, Sinks([memory]))
+    backend.prepare()
+    backend.run()
+    return backend, memory
+
+
+def test_multi_objective_with_constraint_and_mo_asha(tmp_path: Path) -> None:
+    backend, memory = search(spec(tmp_path))
+    results = backend.state.results
+    assert len(results) == 8 and sorted(results) == list(range(8))
+    statuses = {r.status for r in results.values()}
+    assert "complete" in statuses and "pruned" in statuses, statuses
+    for r in results.values():
+        if r.status == "pruned":
+            assert r.steps == 4 and r.failure is None  # stopped at the only rung
+        if r.failure and r.failure.infeasible:
+            assert r.steps == 0 and r.metrics["visual_tokens"] > 24
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path}/study.db")
+    for frozen in study.trials:
+        result = results[frozen.number]
+        expected = {"complete": optuna.trial.TrialState.COMPLETE,
+                    "pruned": optuna.trial.TrialState.PRUNED,
+                    "failed": optuna.trial.TrialState.COMPLETE if result.failure and
+                    result.failure.infeasible else optuna.trial.TrialState.FAIL}[result.status]
+        assert frozen.state == expected
+        if result.status == "complete":
+            assert frozen.values == [result.metrics["accuracy"], result.metrics["visual_tokens"]]
+            assert frozen.user_attrs["result"]["config_hash"] == result.config_hash
+    # events: every trial started, then finished; the front equals a brute-force computation
+    started = [e[1][0] for e in memory.events if e[0] == "trial_started"]
+    finished = [e[1][0] for e in memory.events if e[0] == "trial_finished"]
+    assert sorted(started) == sorted(finished) == list(range(8))
+    feasible = [r for r in results.values() if r.status == "complete" and r.metrics["visual_tokens"] <= 24]
+    matrix = objective_matrix([r.metrics for r in feasible], backend.spec.space.objectives)
+    ranks = non_dominated_ranks(matrix)
+    assert [r.pareto_rank for r in feasible] == [int(x) for x in ranks]
+    assert memory.front is not None and memory.front.finished == 8 and memory.front.hypervolume > 0
+
+
+FINITE = SPACE.replace("lr: {low: 1.0e-3, high: 3.0e-3, log: true}", "lr: 1.0e-3").replace(
+    "tokens: {choices: [4, 16]}", "tokens: 4").replace("subset: {min: 1, max: 2}", "subset: {min: 2, max: 2}")
+
+
+def test_dedup_reuses_and_seed_points_go_first(tmp_path: Path) -> None:
+    seeded = FINITE.replace("search: {trials: 8", "search: {seed_points: [{experts: {clip: {source: "
+                            "tiny-clip, tokens: 4}, dinov2: {source: tiny-dinov2, tokens: 16}}, "
+                            "fusion: {kind: sequence_concat}, positions: share_all}], trials: 8")
+    seeded = seeded.replace("early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}",
+                            "sampler: random")
+    backend, _ = search(spec(tmp_path, seeded, concurrency=1))
+    results = backend.state.results
+    first = results[0].config
+    assert (first.fusion.kind, first.positions) == ("sequence_concat", "share_all")
+    assert len(results) == 8
+    reused = [r for r in results.values() if r.reused_from is not None]
+    trained = {r.config_hash for r in results.values() if r.reused_from is None}
+    assert len(trained) == len([r for r in results.values() if r.reused_from is None]) <= 4
+    assert reused, "a 4-point space sampled 8 times repeats points"
+    for r in reused:
+        original = results[r.reused_from]
+        assert r.config_hash == original.config_hash and r.metrics == original.metrics
+
+
+def test_existing_study_needs_resume(tmp_path: Path) -> None:
+    search(spec(tmp_path, FINITE, trials=1, concurrency=1))
+    with pytest.raises(SearchError, match="add --resume"):
+        OptunaBackend(spec(tmp_path, FINITE, trials=2), Sinks([])).prepare()
+    backend, _ = search(spec(tmp_path, FINITE, trials=2, concurrency=1, resume=True))
+    assert sorted(backend.state.results) == [0, 1]
+    changed = FINITE.replace("lr: 1.0e-3", "lr: 2.0e-3")
+    with pytest.raises(SearchError, match="different space"):
+        OptunaBackend(spec(tmp_path, changed, trials=3, resume=True), Sinks([])).prepare()
+
+
+def test_single_objective_asha(tmp_path: Path) -> None:
+    text = SPACE.replace("  - {metric: visual_tokens, direction: minimize}\n", "").replace(
+        "kind: mo_asha", "kind: asha")
+    backend, memory = search(spec(tmp_path, text, trials=6))
+    assert len(backend.state.results) == 6
+    assert any(e[0] == "trial_intermediate" for e in memory.events)
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "vlmsearch", "run", "space.yaml", *args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+
+
+def finished_events(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "vlmsearch-runs" / "small" / "events.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in lines if e["event"] == "trial_finished"]
+
+
+def wait_for(tmp_path: Path, count: int, process: subprocess.Popen[str], limit: float = 240) -> None:
+    deadline = time.time() + limit
+    while len(finished_events(tmp_path)) < count and time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    assert len(finished_events(tmp_path)) >= count
+
+
+def optuna_finished(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path}/vlmsearch-runs/results.db")
+    return [t for t in study.trials if "result" in t.user_attrs and not t.user_attrs.get("interrupted")]
+
+
+def test_kill_9_then_resume_ends_with_exactly_the_requested_trials(tmp_path: Path) -> None:
+    text = SPACE.replace("early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}",
+                         "early_stopping: {kind: none}").replace("steps: 12", "steps: 30")
+    (tmp_path / "space.yaml").write_text(text)
+    first = run_cli(tmp_path, "--trials", "6", "--concurrency", "1")
+    wait_for(tmp_path, 2, first)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and its workers die at once
+    first.wait()
+    before = {e["number"]: e for e in finished_events(tmp_path)}
+    resumed = run_cli(tmp_path, "--trials", "6", "--concurrency", "1", "--resume")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "Pareto front" in out
+    finished = optuna_finished(tmp_path)
+    assert len(finished) == 6
+    after = {e["number"]: e for e in finished_events(tmp_path)}
+    assert len(after) == 6 and sum(1 for e in finished_events(tmp_path)) == 6, "each trial once"
+    for number, event in before.items():
+        assert after[number] == event, "a trial finished before the kill is kept as it was"
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path}/vlmsearch-runs/results.db")
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE.replace("steps: 12", "steps: 40").replace(
+        "early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}", "early_stopping: {kind: none}"))
+    first = run_cli(tmp_path, "--trials", "3", "--concurrency", "1")
+    wait_for(tmp_path, 1, first)
+    os.killpg(first.pid, signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path}/vlmsearch-runs/results.db")
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    resumed = run_cli(tmp_path, "--trials", "3", "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert len(optuna_finished(tmp_path)) == 3
+    assert np.isfinite([t.values[0] for t in optuna_finished(tmp_path) if t.values]).all()

@@ -1,0 +1,373 @@
+"""The Optuna backend: an ask/tell loop over an RDB study, trials in worker processes.
+
+The study lives in the SQL database (`--storage`), so a killed driver loses nothing: finished
+trials keep their full result in user attributes; running ones keep a heartbeat, and on
+`--resume` the stale ones are failed and retried (Optuna's RetryHeartbeatStaleTrialCallback).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from search_space.point import TrialConfig
+from search_space.registry import Registry
+from search_space.result import Failure, TrialResult, result_from_json
+from search_space.sampling import OptunaDraw
+from trials.search.mo_asha import MOASHA, rungs
+from trials.search.sinks import Sinks
+from trials.search.study import (
+    SearchError,
+    SearchSpec,
+    StudyState,
+    objective_values,
+    rejected_before_training,
+    violations,
+)
+from trials.search.worker import init_worker, run_one
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S, GRACE_S = 5, 20
+RESULT, INTERRUPTED = "result", "interrupted"
+TERMINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+SamplerFactory = Callable[[SearchSpec, int], optuna.samplers.BaseSampler]  # (spec, grid size)
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+SAMPLERS.register("tpe", lambda s, _: optuna.samplers.TPESampler(
+    seed=s.space.search.seed, multivariate=True, group=True, constant_liar=True,
+    n_startup_trials=min(10, max(2, s.trials // 3))),
+    "TPE (multivariate, grouped for conditional parameters)")
+SAMPLERS.register("nsga2", lambda s, _: optuna.samplers.NSGAIISampler(
+    seed=s.space.search.seed, population_size=max(4, min(50, s.trials // 3))), "NSGA-II")
+SAMPLERS.register("random", lambda s, _: optuna.samplers.RandomSampler(seed=s.space.search.seed),
+                  "uniform random")
+SAMPLERS.register("gp", lambda s, _: optuna.samplers.GPSampler(
+    seed=s.space.search.seed, n_startup_trials=min(10, max(2, s.trials // 3))), "Gaussian process")
+SAMPLERS.register("grid", lambda s, size: optuna.samplers.GridSampler(
+    {"point": list(range(size))}, seed=s.space.search.seed), "every point of a finite space")
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    point: TrialConfig
+    reply: Any
+
+
+class OptunaBackend:
+    """`run()` drives the search to `spec.trials` finished trials; returns the study state."""
+
+    def __init__(self, spec: SearchSpec, sinks: Sinks, say: Callable[[str], None] = log.info) -> None:
+        self.spec, self.sinks, self.say = spec, sinks, say
+        self.state = StudyState(spec, sinks)
+        self.points = list(self.state.compiled.points()) if spec.space.search.sampler == "grid" else []
+        stopping = spec.space.search.early_stopping
+        steps = spec.steps or max(p for p in _steps(spec))
+        self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, steps) \
+            if stopping.kind != "none" else []
+        self.moasha = MOASHA(spec.space.objectives, stopping.min_steps, stopping.reduction_factor,
+                             steps) if stopping.kind == "mo_asha" else None
+
+    # ---- the study --------------------------------------------------------------------------
+
+    def open_study(self) -> optuna.Study:
+        spec = self.spec
+        storage = RDBStorage(spec.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                             engine_kwargs=_engine_kwargs(spec.storage))
+        exists = spec.study in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        study = optuna.create_study(storage=storage, study_name=spec.study, load_if_exists=True,
+                                    sampler=SAMPLERS.get(spec.space.search.sampler)(spec, len(self.points)),
+                                    pruner=_pruner(spec),
+                                    directions=[o.direction for o in spec.space.objectives])
+        if exists:
+            self.check_resumable(study)
+        else:
+            study.set_user_attr("space", self.design_of_space())
+            study.set_user_attr("space_yaml", spec.space_yaml)
+            self.enqueue_seeds(study)
+        return study
+
+    def design_of_space(self) -> dict[str, Any]:
+        dump = self.spec.space.model_dump(mode="json")
+        return {k: dump[k] for k in ("data", "language_model", "experts", "fusion", "projector",
+                                     "positions", "train", "objectives", "constraints")}
+
+    def check_resumable(self, study: optuna.Study) -> None:
+        trials = study.get_trials(deepcopy=False)
+        if trials and not self.spec.resume:
+            raise SearchError(f"study '{self.spec.study}' already has {len(trials)} trials in "
+                              f"{_safe(self.spec.storage)}; add --resume to continue it, or name a "
+                              "new study with --study")
+        if study.user_attrs.get("space") not in (None, self.design_of_space()):
+            raise SearchError(f"study '{self.spec.study}' was started with a different space; "
+                              "resume it with its own YAML, or name a new study with --study")
+        self.wait_for_stale(study)
+
+    def wait_for_stale(self, study: optuna.Study) -> None:
+        """Fail (and so retry) trials left running by a killed search; live ones are shared."""
+        deadline = time.time() + GRACE_S + 2 * HEARTBEAT_S
+        while True:
+            fail_stale_trials(study)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or time.time() > deadline:
+                return
+            self.say(f"waiting for {len(running)} trial(s) of an earlier search to go stale "
+                     f"(up to {GRACE_S} s) ...")
+            time.sleep(HEARTBEAT_S)
+
+    def enqueue_seeds(self, study: optuna.Study) -> None:
+        from search_space.sampling import point_parameters
+
+        for seed in self.spec.space.search.seed_points:
+            params = point_parameters(self.state.compiled, seed.model_dump(mode="json", exclude_none=True))
+            study.enqueue_trial(params, skip_if_exists=True)
+
+    def load_history(self, study: optuna.Study) -> None:
+        for frozen in study.get_trials(deepcopy=False, states=TERMINAL):
+            if RESULT in frozen.user_attrs and not frozen.user_attrs.get(INTERRUPTED):
+                result = result_from_json(frozen.user_attrs[RESULT], self.spec.space.name)
+                result.study, result.number = self.spec.study, frozen.number
+                self.state.results[frozen.number] = result
+            for key, metrics in frozen.user_attrs.items():
+                if key.startswith("rung_") and self.moasha:
+                    self.moasha.record(int(key[5:]), frozen.number, metrics)
+        self.state.recompute()
+
+    def finished_count(self, study: optuna.Study) -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False, states=TERMINAL)
+                   if RESULT in t.user_attrs and not t.user_attrs.get(INTERRUPTED))
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Open (or refuse to open) the study and load what it already holds."""
+        self.study = self.open_study()
+        self.load_history(self.study)
+
+    def run(self) -> StudyState:
+        """Drive the search to `spec.trials` finished trials (after `prepare`)."""
+        study = self.study
+        self.sinks.study_started(self.spec.info)
+        for result in sorted(self.state.results.values(), key=lambda r: r.number or 0):
+            self.sinks.trial_finished(self.spec.study, result)  # sinks are idempotent
+        if self.state.results:
+            self.sinks.front_updated(self.spec.study, self.state.front)
+        context = mp.get_context("spawn")
+        with context.Manager() as manager:
+            events = manager.Queue()
+            threads = max(1, int(self.spec.space.search.resources.cpu))
+            cache_dir = str(self.spec.run_dir / "cache")
+            with ProcessPoolExecutor(self.spec.concurrency, mp_context=context, initializer=init_worker,
+                                     initargs=(threads, cache_dir)) as pool:
+                self.loop(study, pool, manager, events)
+        return self.state
+
+    def loop(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, events: Any) -> None:
+        running: dict[Future[TrialResult], _Running] = {}
+        beat = _Heartbeat(study)
+        try:
+            while True:
+                self.handle_events(events, running)
+                for future in [f for f in running if f.done()]:
+                    self.tell(study, running.pop(future), future)
+                    beat.set(running.values())
+                while len(running) < self.spec.concurrency and \
+                        self.finished_count(study) + len(running) < self.spec.trials:
+                    started = self.start(study, pool, manager, events)
+                    if started:
+                        running[started[0]] = started[1]
+                        beat.set(running.values())
+                if not running:
+                    return
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            self.interrupt(study, pool, running)
+            raise
+        finally:
+            beat.stop()
+
+    def start(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, events: Any
+              ) -> tuple[Future[TrialResult], _Running] | None:
+        """Ask for a trial; train it in the pool, or settle it at once (rejected, duplicate)."""
+        trial = study.ask()
+        point = self.sample(trial)
+        trial.set_user_attr("config_hash", point.config_hash)
+        self.sinks.trial_started(self.spec.study, trial.number, point)
+        settled = rejected_before_training(self.spec.space, point)
+        previous = self.state.completed_with(point.config_hash) if settled is None else None
+        if previous is not None:
+            settled = TrialResult(point, "complete", previous.steps, dict(previous.metrics),
+                                  reused_from=previous.number)
+        if settled is not None:
+            settled.study, settled.number = self.spec.study, trial.number
+            self.settle(study, trial, settled)
+            return None
+        reply = manager.Queue()
+        future = pool.submit(run_one, trial.number, point, self.spec.steps, self.spec.device,
+                             frozenset(self.rungs), events, reply)
+        return future, _Running(trial, point, reply)
+
+    def sample(self, trial: optuna.Trial) -> TrialConfig:
+        if self.points:
+            return self.points[trial.suggest_categorical("point", list(range(len(self.points))))]
+        return self.state.compiled.sample(OptunaDraw(trial))
+
+    def handle_events(self, events: Any, running: dict[Future[TrialResult], _Running]) -> None:
+        by_number = {r.trial.number: r for r in running.values()}
+        while True:
+            try:
+                _, number, step, metrics = events.get_nowait()
+            except queue.Empty:
+                return
+            entry = by_number.get(number)
+            if entry is None:
+                continue
+            self.sinks.trial_intermediate(self.spec.study, number, step, metrics)
+            entry.reply.put(self.decide(entry.trial, step, metrics))
+
+    def decide(self, trial: optuna.Trial, step: int, metrics: dict[str, float]) -> bool:
+        """Stop this trial at this report?"""
+        if self.moasha is not None:
+            if step in self.moasha.records:
+                trial.set_user_attr(f"rung_{step}", {o.metric: metrics[o.metric]
+                                                      for o in self.spec.space.objectives})
+            return self.moasha.should_stop(step, trial.number, metrics)
+        if self.spec.space.search.early_stopping.kind in ("asha", "hyperband"):
+            trial.report(objective_values(self.spec.space, metrics)[0], step)
+            return trial.should_prune()
+        return False
+
+    def tell(self, study: optuna.Study, entry: _Running, future: Future[TrialResult]) -> None:
+        try:
+            result = future.result()
+        except Exception as exc:  # the worker process itself died
+            result = TrialResult(entry.point, "failed", 0,
+                                 failure=Failure("error", f"worker process failed: {exc}"))
+        result.study, result.number = self.spec.study, entry.trial.number
+        self.settle(study, entry.trial, result)
+
+    def settle(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
+        """Tell Optuna (failures as FAIL, early stops as PRUNED) and record the result."""
+        space = self.spec.space
+        trial.set_user_attr(RESULT, result.to_json())
+        if result.status == "complete":
+            self.constrain(trial, result)
+            study.tell(trial, objective_values(space, result.metrics))
+        elif result.status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        elif result.failure is not None and result.failure.infeasible:
+            # known to the sampler as infeasible: worst accuracy, the analytic costs, violations
+            self.constrain(trial, result)
+            study.tell(trial, [_worst(o, result.metrics) for o in space.objectives])
+        else:
+            trial.set_user_attr("failure_reason", result.failure.reason if result.failure else "error")
+            study.tell(trial, state=TrialState.FAIL)
+        self.state.finish(result)
+
+    def constrain(self, trial: optuna.Trial, result: TrialResult) -> None:
+        """Constraint violations (<= 0 feasible) where Optuna's samplers read them."""
+        for i, value in enumerate(violations(self.spec.space, result.metrics)):
+            trial.set_constraint(f"{i}:{self.spec.space.constraints[i].metric}", value)
+
+    def interrupt(self, study: optuna.Study, pool: ProcessPoolExecutor,
+                  running: dict[Future[TrialResult], _Running]) -> None:
+        """Ctrl-C: running trials are marked failed (interrupted) and queued again for --resume."""
+        for entry in running.values():
+            entry.trial.set_user_attr(INTERRUPTED, True)
+            study.tell(entry.trial, state=TrialState.FAIL, skip_if_finished=True)
+            study.enqueue_trial(entry.trial.params)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Heartbeat:
+    """Records a heartbeat for every running trial, so a killed driver's trials go stale."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.storage = study._storage
+        self.ids: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def set(self, running: Any) -> None:
+        self.ids = [r.trial._trial_id for r in running]
+        self._beat_once()
+
+    def _beat_once(self) -> None:
+        for trial_id in list(self.ids):
+            try:
+                self.storage.record_heartbeat(trial_id)
+            except Exception:  # a finished trial or a busy database: the next beat retries
+                log.debug("heartbeat for trial %s failed", trial_id, exc_info=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self._beat_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _worst(objective: Any, metrics: dict[str, float]) -> float:
+    if objective.metric in metrics:
+        return float(metrics[objective.metric])
+    return 0.0 if objective.direction == "maximize" else 1e12
+
+
+def _steps(spec: SearchSpec) -> list[int]:
+    from search_space.ranges import possible_values
+
+    return [int(v) for v in possible_values(spec.space.train.steps)]
+
+
+PRUNERS: Registry[Callable[[SearchSpec, int], optuna.pruners.BasePruner]] = Registry("early stopping")
+PRUNERS.register("none", lambda spec, steps: optuna.pruners.NopPruner(), "train every trial fully")
+PRUNERS.register("mo_asha", lambda spec, steps: optuna.pruners.NopPruner(),
+                 "several objectives: vlmsearch's MO-ASHA decides (not an Optuna pruner)")
+PRUNERS.register("asha", lambda spec, steps: optuna.pruners.SuccessiveHalvingPruner(
+    min_resource=spec.space.search.early_stopping.min_steps,
+    reduction_factor=spec.space.search.early_stopping.reduction_factor), "one objective: ASHA")
+PRUNERS.register("hyperband", lambda spec, steps: optuna.pruners.HyperbandPruner(
+    min_resource=spec.space.search.early_stopping.min_steps, max_resource=steps,
+    reduction_factor=spec.space.search.early_stopping.reduction_factor), "one objective: Hyperband")
+
+
+def _pruner(spec: SearchSpec) -> optuna.pruners.BasePruner:
+    return PRUNERS.get(spec.space.search.early_stopping.kind)(spec, spec.steps or max(_steps(spec)))
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]

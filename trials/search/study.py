@@ -1,0 +1,114 @@
+"""What both backends share: the study's settings, objective values and constraint violations,
+rejection before training, dedup by config hash, and the Pareto front after each trial."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search_space.cost import UnknownGeometry, point_cost, space_cost_range
+from search_space.errors import InvalidDesign
+from search_space.pareto import study_front
+from search_space.point import TrialConfig
+from search_space.result import Failure, TrialResult
+from search_space.sampling import CompiledSpace, compile_space
+from search_space.space import SearchSpace
+from trials.search.sinks import Front, Sinks, StudyInfo
+
+ANALYTIC = ("visual_tokens", "positions_used")
+
+
+class SearchError(ValueError):
+    """A search that cannot start; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Everything a search needs besides its sinks (flags already merged over the YAML)."""
+
+    study: str
+    space: SearchSpace
+    space_yaml: str
+    trials: int
+    concurrency: int
+    storage: str
+    run_dir: Path
+    resume: bool = False
+    device: str = "auto"
+    steps: int | None = None            # override train.steps (tests, quick looks)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> StudyInfo:
+        s = self.space.search
+        return StudyInfo(self.study, self.space, self.space_yaml,
+                         {"backend": s.backend, "sampler": s.sampler, "trials": self.trials,
+                          "concurrency": self.concurrency, "early_stopping": s.early_stopping.kind,
+                          **self.extra})
+
+
+def objective_values(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
+    return [float(metrics[o.metric]) for o in space.objectives]
+
+
+def violations(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
+    """Optuna's convention: one value per constraint, <= 0 when satisfied."""
+    return [c.violation(metrics[c.metric]) if c.metric in metrics else 0.0 for c in space.constraints]
+
+
+def rejected_before_training(space: SearchSpace, point: TrialConfig) -> TrialResult | None:
+    """A result for a point whose analytic cost already breaks a constraint, or that cannot be
+    built at all; None when the point should be trained."""
+    try:
+        cost = point_cost(point)
+    except InvalidDesign as exc:
+        return TrialResult(point, "failed", 0, failure=Failure("invalid", str(exc)))
+    except UnknownGeometry:
+        return None
+    metrics = {"visual_tokens": cost.visual_tokens, "positions_used": cost.positions_used}
+    broken = [c for c in space.constraints if c.metric in ANALYTIC and not c.satisfied(metrics[c.metric])]
+    if not broken:
+        return None
+    shown = ", ".join(f"{c.metric} = {metrics[c.metric]:g} breaks {c.metric} <= {c.max:g}"
+                      if c.max is not None else f"{c.metric} = {metrics[c.metric]:g} is below {c.min:g}"
+                      for c in broken)
+    return TrialResult(point, "failed", 0, metrics=metrics,
+                       failure=Failure("invalid", f"infeasible before training: {shown}", infeasible=True))
+
+
+class StudyState:
+    """The driver's view of a study: finished results, dedup index, front; informs the sinks."""
+
+    def __init__(self, spec: SearchSpec, sinks: Sinks) -> None:
+        self.spec, self.sinks = spec, sinks
+        self.compiled: CompiledSpace = compile_space(spec.space)
+        self.results: dict[int, TrialResult] = {}
+        cost = space_cost_range(self.compiled)
+        self.bounds = {}
+        if cost.tokens:
+            self.bounds["visual_tokens"] = cost.tokens[1] + 1.0
+        if cost.positions:
+            self.bounds["positions_used"] = cost.positions[1] + 1.0
+        self.front = Front({}, 0.0, 0)
+
+    def completed_with(self, config_hash: str) -> TrialResult | None:
+        return next((r for r in self.results.values()
+                     if r.status == "complete" and r.config_hash == config_hash), None)
+
+    def finish(self, result: TrialResult) -> None:
+        """Record a finished trial, recompute the front, tell the sinks."""
+        self.results[result.number or 0] = result
+        self.recompute()
+        self.sinks.trial_finished(self.spec.study, result)
+        self.sinks.front_updated(self.spec.study, self.front)
+
+    def recompute(self) -> None:
+        numbers = sorted(n for n, r in self.results.items() if r.status == "complete")
+        rows = [self.results[n].metrics for n in numbers]
+        ranks, volume = study_front(rows, self.spec.space.objectives, self.spec.space.constraints,
+                                    self.bounds)
+        by_number = dict(zip(numbers, ranks, strict=True))
+        for number, result in self.results.items():
+            result.pareto_rank = by_number.get(number)
+        self.front = Front(by_number, volume, len(self.results))

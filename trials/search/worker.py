@@ -1,0 +1,40 @@
+"""The process side of a search: run one trial, sending reports to the driver and waiting for
+its continue/stop answer."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from search_space.point import TrialConfig
+from search_space.result import TrialResult
+
+_CACHE: Any = None
+
+
+def init_worker(threads: int, cache_dir: str) -> None:
+    """Per worker process: torch threads (the trial's cpu share) and one feature cache, whose
+    memory part then serves every trial this worker runs."""
+    import torch
+
+    from trials.cache import FeatureCache
+
+    global _CACHE
+    torch.set_num_threads(max(1, threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _CACHE = FeatureCache(cache_dir)
+
+
+def run_one(number: int, point: TrialConfig, steps: int | None, device: str,
+            report_at: frozenset[int], events: Any, reply: Any) -> TrialResult:
+    """Train `point`; each report goes to `events` and waits for True (stop) / False on `reply`."""
+    from trials.train import TrialOptions, run_trial
+
+    def report(step: int, metrics: dict[str, float]) -> bool:
+        events.put(("report", number, step, metrics))
+        return bool(reply.get())
+
+    result = run_trial(point, TrialOptions(steps=steps, device=device, cache=_CACHE, report=report,
+                                           report_at=report_at))
+    result.number = number
+    return result

@@ -1,0 +1,109 @@
+"""Wiring a search: flags over the YAML, the sinks, the backend, exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from search_space.load import Loaded
+from search_space.registry import Registry
+
+DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Command-line flags; None means "as the YAML says"."""
+
+    trials: int | None = None
+    backend: str | None = None
+    concurrency: int | None = None
+    study: str | None = None
+    resume: bool = False
+    storage: str | None = None
+    tracking: str | None = None
+    ray_address: str | None = None
+    run_dir: Path = Path("vlmsearch-runs")
+    device: str = "auto"
+    steps: int | None = None
+
+
+def storage_url(url: str) -> str:
+    """Create the directory of a relative or absolute SQLite file."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
+    from trials.search.study import SearchError, SearchSpec
+
+    space = loaded.space
+    if not space.objectives:
+        raise SearchError("a search needs objectives, e.g. objectives: [{metric: accuracy, "
+                          "direction: maximize}]")
+    search = space.search
+    backend = options.backend or search.backend
+    if backend != search.backend or options.trials or options.concurrency:
+        space = space.model_copy(update={"search": search.model_copy(update={
+            "backend": backend, "trials": options.trials or search.trials,
+            "concurrency": options.concurrency or search.concurrency})})
+    return SearchSpec(study=options.study or space.name, space=space,
+                      space_yaml=Path(loaded.source).read_text(encoding="utf-8"),
+                      trials=space.search.trials, concurrency=space.search.concurrency,
+                      storage=storage_url(options.storage or space.storage or DEFAULT_STORAGE),
+                      run_dir=options.run_dir, resume=options.resume, device=options.device,
+                      steps=options.steps, extra={"ray_address": options.ray_address})
+
+
+def _optuna(spec, sinks, say):
+    from trials.search.optuna_backend import OptunaBackend
+
+    return OptunaBackend(spec, sinks, say)
+
+
+def _ray(spec, sinks, say):
+    from trials.search.ray_backend import RayBackend
+
+    return RayBackend(spec, sinks, say)
+
+
+BACKENDS: Registry = Registry("backend")
+BACKENDS.register("optuna", _optuna, "Optuna ask/tell over an RDB study; trials in worker processes")
+BACKENDS.register("ray", _ray, "Ray Tune with Optuna's sampler; local or a cluster (--ray-address)")
+
+
+def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Console) -> int:
+    """Run the search; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
+    from trials.search.sinks import JsonLinesSink, Sinks
+    from trials.search.study import SearchError
+    from vlmsearch.run_view import ProgressView, pareto_table
+
+    try:
+        spec = make_spec(loaded, options)
+    except SearchError as exc:
+        err.print(f"{loaded.source}: {exc}", markup=False)
+        return 2
+    if options.tracking:
+        err.print("note: MLflow tracking is not built yet; results go to the SQL study and "
+                  f"{spec.run_dir / spec.study / 'events.jsonl'}", markup=False)
+    view = ProgressView(spec.space, spec.trials, err)
+    sinks = Sinks([JsonLinesSink(spec.run_dir / spec.study / "events.jsonl"), view])
+    try:
+        backend = BACKENDS.get(spec.space.search.backend)(spec, sinks,
+                                                         lambda m: err.print(m, markup=False))
+        backend.prepare()
+        with view:
+            state = backend.run()
+    except SearchError as exc:
+        err.print(f"{loaded.source}: {exc}", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print(f"interrupted: running trials were marked and queued again; `vlmsearch run "
+                  f"{loaded.source} --resume` continues study '{spec.study}'", markup=False)
+        return 130
+    results = sorted(state.results.values(), key=lambda r: r.number or 0)
+    out.print(pareto_table(spec.space, results, state.front.hypervolume))
+    return 0
