@@ -37,6 +37,7 @@ class TrialResult:
     number: int | None = None
     pareto_rank: int | None = None
     reused_from: int | None = None  # dedup: the trial whose result this one repeats
+    host: str | None = None  # where it ran (a Ray node id)
 
     @property
     def config_hash(self) -> str:

@@ -81,6 +81,7 @@ class _Runner:
         self.device = device_of(options.device)
         self.step = 0
         self.history: list[tuple[int, dict[str, float]]] = []
+        self._static: dict[str, float] | None = None
 
     def failed(self, reason: FailureReason, message: str) -> TrialResult:
         return TrialResult(self.point, "failed", self.step, failure=Failure(reason, message),
@@ -106,7 +107,6 @@ class _Runner:
             status = self.train(vlm, train, train_feats, evaluation, eval_feats)
             train_time = time.perf_counter() - start
         metrics = dict(self.history[-1][1])  # the final evaluation, or the one that pruned
-        metrics.update(self.static_metrics(vlm, evaluation))
         metrics.update(peak_mem_mb=memory.peak_mb, train_time_s=train_time)
         return TrialResult(self.point, status, self.step, metrics, history=self.history)  # type: ignore[arg-type]
 
@@ -133,7 +133,7 @@ class _Runner:
                 self.options.progress(self.step, cfg.steps, loss.item())
             if self.evaluates_at(self.step) and self.intermediate(vlm, evaluation, eval_feats):
                 return "pruned"
-        final = self.evaluate(vlm, evaluation, eval_feats)
+        final = self.measure(vlm, evaluation, eval_feats)
         self.history.append((self.step, final))
         if self.options.report:
             self.options.report(self.step, final)
@@ -146,21 +146,26 @@ class _Runner:
 
     def intermediate(self, vlm: VLM, data: QADataset, feats: dict[str, list[Features]]) -> bool:
         """Evaluate, report; True when the caller says stop."""
-        metrics = {**self.evaluate(vlm, data, feats), **self.static_metrics(vlm, data)}
+        metrics = self.measure(vlm, data, feats)
         self.history.append((self.step, metrics))
         vlm.train()
         return bool(self.options.report and self.options.report(self.step, metrics))
 
-    def evaluate(self, vlm: VLM, data: QADataset, feats: dict[str, list[Features]]) -> dict[str, float]:
+    def measure(self, vlm: VLM, data: QADataset, feats: dict[str, list[Features]]) -> dict[str, float]:
+        """Accuracies now, plus the metrics that do not change while training."""
         vlm.eval()
-        return evaluate(vlm, data, feats, self.device, self.options.eval_batch)
+        return {**evaluate(vlm, data, feats, self.device, self.options.eval_batch),
+                **self.static_metrics(vlm, data)}
 
     def static_metrics(self, vlm: VLM, data: QADataset) -> dict[str, float]:
-        cost = point_cost(self.point)
-        trainable, total = vlm.parameter_counts()
-        return {"visual_tokens": cost.visual_tokens, "positions_used": cost.positions_used,
-                "trainable_params": trainable, "total_params": total,
-                "latency_ms": latency_ms(vlm, data, self.device)}
+        """Cost, parameters and latency: measured once per trial."""
+        if self._static is None:
+            cost = point_cost(self.point)
+            trainable, total = vlm.parameter_counts()
+            self._static = {"visual_tokens": cost.visual_tokens, "positions_used": cost.positions_used,
+                            "trainable_params": trainable, "total_params": total,
+                            "latency_ms": latency_ms(vlm, data, self.device)}
+        return dict(self._static)
 
 
 def warmup_cosine(steps: int, warmup: float) -> Callable[[int], float]:

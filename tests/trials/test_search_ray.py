@@ -1,0 +1,93 @@
+"""The Ray Tune backend with real Ray: local, and a real two-node cluster on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from search_space import parse
+from trials.search.ray_backend import RayBackend
+from trials.search.sinks import MemorySink, Sinks
+from trials.search.study import SearchError, SearchSpec
+
+SPACE = """\
+name: ray-small
+data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}
+experts:
+  pool:
+    clip: {source: tiny-clip, tokens: {choices: [4, 16]}}
+    dinov2: {source: tiny-dinov2, tokens: 16}
+  subset: {min: 1, max: 2}
+fusion:
+  choices:
+    - {kind: channel_concat}
+    - {kind: sequence_concat}
+positions: {choices: [original, share_all]}
+train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: visual_tokens, direction: minimize}
+constraints:
+  - {metric: visual_tokens, max: 24}
+search: {backend: ray, trials: 6, concurrency: 2, seed: 1,
+         early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
+"""
+
+
+def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
+    space = parse(text).space
+    base = {"study": space.name, "space": space, "space_yaml": text, "trials": space.search.trials,
+            "concurrency": space.search.concurrency, "storage": f"sqlite:///{tmp_path}/x.db",
+            "run_dir": tmp_path}
+    return SearchSpec(**{**base, **changes})
+
+
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_local_search_multi_objective_mo_asha(tmp_path: Path, local_ray: None) -> None:
+    memory = MemorySink()
+    backend = RayBackend(spec(tmp_path), Sinks([memory]))
+    backend.prepare()
+    state = backend.run()
+    assert sorted(state.results) == list(range(6))
+    statuses = [r.status for r in state.results.values()]
+    assert "pruned" in statuses and "complete" in statuses, statuses
+    told = {t.number: t.state for t in backend.searcher._ot_study.trials}
+    for number, result in state.results.items():
+        if result.status == "pruned":
+            assert result.steps == 4 and told[number] == optuna.trial.TrialState.PRUNED
+        elif result.status == "complete":
+            assert told[number] == optuna.trial.TrialState.COMPLETE and result.steps == 12
+    assert memory.front is not None and memory.front.finished == 6
+    with pytest.raises(SearchError, match="add --resume"):
+        RayBackend(spec(tmp_path), Sinks([])).prepare()
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path: Path) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        text = SPACE.replace("trials: 6", "trials: 4").replace(
+            "early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}",
+            "early_stopping: {kind: none}, resources: {cpu: 1, gpu: 0}")
+        backend = RayBackend(spec(tmp_path, text, extra={"ray_address": cluster.address}), Sinks([]))
+        backend.prepare()
+        state = backend.run()
+        nodes = {r.host for r in state.results.values() if r.host}
+        assert len(state.results) == 4
+        assert len(nodes) == 2, f"trials ran on {nodes}"
+        assert {node["NodeID"] for node in ray.nodes() if node["Alive"]} == nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -1,0 +1,278 @@
+"""The Ray Tune backend: the same define-by-run space and Optuna sampler, trials as Ray tasks.
+
+A `Tuner` runs the trainable with `search.resources` per trial (fractional GPUs allowed) and
+`max_concurrent_trials = concurrency`, locally or on a cluster (`--ray-address`). Early stopping
+is a scheduler (MO-ASHA, ASHA, async Hyperband); results reach the sinks through a Tune callback
+in the driver. A trial whose worker dies is retried once (`FailureConfig(max_failures=1)`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy output honours verbose=0
+
+import ray
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search_space.point import TrialConfig
+from search_space.registry import Registry
+from search_space.result import Failure, TrialResult, result_from_json
+from search_space.sampling import OptunaDraw, point_parameters
+from trials.search.mo_asha import MOASHA, rungs
+from trials.search.sinks import Sinks
+from trials.search.study import (
+    SearchError,
+    SearchSpec,
+    StudyState,
+    rejected_before_training,
+    violations,
+)
+
+log = logging.getLogger(__name__)
+STATUS, RESULT, NUMBER, POINT, SETTLED = "vlm_status", "vlm_result", "__number", "__point", "__settled"
+_LIVE: dict[str, RayBackend] = {}  # study -> its backend in this driver; Ray pickles only the key
+
+
+def _transport(result: TrialResult) -> str:
+    """A result as JSON for the trip from a worker (or the driver's define) to the callback."""
+    return json.dumps(result.to_json() | {"reused_from": result.reused_from,
+                                          "infeasible": bool(result.failure and result.failure.infeasible)})
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One trial on a Ray worker: reports at rungs, then the final result."""
+    from trials.cache import FeatureCache
+    from trials.train import TrialOptions, run_trial
+
+    if config.get(SETTLED):  # decided in the driver: a duplicate or an infeasible point
+        settled = json.loads(config[SETTLED])
+        tune.report({**settled["metrics"], "step": settled["steps"], STATUS: settled["status"],
+                     RESULT: config[SETTLED]})
+        return
+    point = TrialConfig.model_validate_json(config[POINT])
+
+    def report(step: int, metrics: dict[str, float]) -> bool:
+        tune.report({**metrics, "step": step, STATUS: "running"})
+        return False  # the scheduler stops a trial from outside
+
+    cache = FeatureCache(Path(config["__run_dir"]) / "cache")
+    result = run_trial(point, TrialOptions(cache=cache, report=report, device=config["__device"],
+                                           steps=config.get("__steps"),
+                                           report_at=frozenset(config["__report_at"])))
+    result.number = config[NUMBER]
+    node = ray.get_runtime_context().get_node_id()
+    tune.report({**result.metrics, "step": result.steps, STATUS: result.status, "node": node,
+                 RESULT: _transport(result)})
+
+
+class _Searcher(OptunaSearch):
+    """Optuna's searcher, telling early-stopped trials PRUNED and failures FAIL (Ray's own tells
+    COMPLETE with the last partial values), with constraint violations where samplers read them."""
+
+    def __init__(self, key: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.key = key
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        status = (result or {}).get(STATUS)
+        space = _LIVE[self.key].spec.space
+        if status == "complete" or (status == "failed" and _infeasible(result)):
+            for i, value in enumerate(violations(space, result)):
+                ot_trial.set_constraint(f"{i}:{space.constraints[i].metric}", value)
+            values = [float(result.get(o.metric, 0.0)) for o in space.objectives]
+            self._ot_study.tell(ot_trial, values)
+        elif status == "failed" or error:
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+def _infeasible(result: dict[str, Any]) -> bool:
+    return bool(json.loads(result[RESULT]).get("infeasible"))
+
+
+class _Define:
+    """The define-by-run function Ray keeps (and pickles): a key to the live backend."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        return _LIVE[self.key].define(trial)
+
+
+class MOASHAScheduler(FIFOScheduler):
+    """MO-ASHA (trials/search/mo_asha.py) as a Ray Tune scheduler: stops at a rung."""
+
+    def __init__(self, moasha: MOASHA) -> None:
+        super().__init__()
+        self.moasha = moasha
+        self.numbers: dict[str, int] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get(STATUS) != "running":
+            return TrialScheduler.CONTINUE
+        number = self.numbers.setdefault(trial.trial_id, len(self.numbers))
+        stop = self.moasha.should_stop(int(result["step"]), number, result)
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+
+SchedulerFactory = Callable[[SearchSpec, int], TrialScheduler]
+SCHEDULERS: Registry[SchedulerFactory] = Registry("early stopping")
+SCHEDULERS.register("none", lambda spec, steps: FIFOScheduler(), "train every trial fully")
+SCHEDULERS.register("mo_asha", lambda spec, steps: MOASHAScheduler(MOASHA(
+    spec.space.objectives, spec.space.search.early_stopping.min_steps,
+    spec.space.search.early_stopping.reduction_factor, steps)), "vlmsearch's MO-ASHA")
+for _kind, _brackets in (("asha", 1), ("hyperband", 3)):
+    SCHEDULERS.register(_kind, lambda spec, steps, b=_brackets: AsyncHyperBandScheduler(
+        time_attr="step", metric=spec.space.objectives[0].metric,
+        mode="max" if spec.space.objectives[0].direction == "maximize" else "min",
+        max_t=steps, grace_period=spec.space.search.early_stopping.min_steps,
+        reduction_factor=spec.space.search.early_stopping.reduction_factor, brackets=b),
+        f"one objective: Ray's async successive halving, {_brackets} bracket(s)")
+
+
+class _SinkCallback(tune.Callback):
+    """Tune events -> the study state and the sinks (runs in the driver; pickled as its key)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @property
+    def backend(self) -> RayBackend:
+        return _LIVE[self.key]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        point = TrialConfig.model_validate_json(trial.config[POINT])
+        self.backend.sinks.trial_started(self.backend.spec.study, trial.config[NUMBER], point)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get(STATUS) == "running":
+            self.backend.sinks.trial_intermediate(self.backend.spec.study, trial.config[NUMBER],
+                                                  int(result["step"]), _numbers(result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.backend.finish(trial, trial.last_result or {})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        point = TrialConfig.model_validate_json(trial.config[POINT])
+        message = f"the Ray worker failed: {trial.error_file or 'no error file'}"
+        failed = TrialResult(point, "failed", int((trial.last_result or {}).get("step", 0)),
+                             failure=Failure("error", message))
+        self.backend.record(trial.config[NUMBER], failed)
+
+
+class RayBackend:
+    """`prepare()` then `run()`, like the Optuna backend."""
+
+    def __init__(self, spec: SearchSpec, sinks: Sinks, say: Callable[[str], None] = log.info) -> None:
+        self.spec, self.sinks, self.say = spec, sinks, say
+        self.state = StudyState(spec, sinks)
+        self.steps = spec.steps or max(int(v) for v in _steps(spec))
+        stopping = spec.space.search.early_stopping
+        self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, self.steps) \
+            if stopping.kind != "none" else []
+        self.path = (spec.run_dir / "ray").resolve()
+        _LIVE[spec.study] = self
+
+    def prepare(self) -> None:
+        experiment = self.path / self.spec.study
+        if experiment.exists() and not self.spec.resume:
+            raise SearchError(f"study '{self.spec.study}' already ran under {experiment}; add "
+                              "--resume to continue it, or name a new study with --study")
+        self.restoring = experiment.exists() and tune.Tuner.can_restore(str(experiment))
+
+    def define(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run: sample a point; settle duplicates and infeasible points here."""
+        point = self.state.compiled.sample(OptunaDraw(trial))
+        config = {POINT: point.model_dump_json(), NUMBER: trial.number,
+                  "__run_dir": str(self.spec.run_dir.resolve()), "__device": self.spec.device,
+                  "__steps": self.spec.steps, "__report_at": self.rungs}
+        settled = rejected_before_training(self.spec.space, point)
+        previous = self.state.completed_with(point.config_hash) if settled is None else None
+        if previous is not None:
+            settled = TrialResult(point, "complete", previous.steps, dict(previous.metrics),
+                                  reused_from=previous.number)
+        if settled is not None:
+            settled.number = trial.number
+            config[SETTLED] = _transport(settled)
+        return config
+
+    def finish(self, trial: Any, last: dict[str, Any]) -> None:
+        point = TrialConfig.model_validate_json(trial.config[POINT])
+        if RESULT in last:
+            data = json.loads(last[RESULT])
+            result = result_from_json(data, self.spec.space.name)
+            result.reused_from = data.get("reused_from")
+            if data.get("infeasible") and result.failure:
+                result.failure = Failure("invalid", result.failure.message, infeasible=True)
+        else:  # stopped by the scheduler at a rung
+            result = TrialResult(point, "pruned", int(last.get("step", 0)), _numbers(last))
+        result.host = last.get("node")
+        self.record(trial.config[NUMBER], result)
+
+    def record(self, number: int, result: TrialResult) -> None:
+        result.study, result.number = self.spec.study, number
+        self.state.finish(result)
+
+    def run(self) -> StudyState:
+        address = self.spec.extra.get("ray_address")
+        if not ray.is_initialized():
+            cpus = None if address else max(2, os.cpu_count() or 2)
+            ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True, logging_level=logging.WARNING)
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        self.sinks.study_started(self.spec.info)
+        tuner = self.tuner()
+        tuner.fit()
+        return self.state
+
+    def tuner(self) -> tune.Tuner:
+        space, search = self.spec.space, self.spec.space.search
+        from trials.search.optuna_backend import SAMPLERS
+
+        seeds = [point_parameters(self.state.compiled, s.model_dump(mode="json", exclude_none=True))
+                 for s in search.seed_points]
+        self.searcher = searcher = _Searcher(self.spec.study, space=_Define(self.spec.study),
+                             metric=[o.metric for o in space.objectives],
+                             mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
+                             sampler=SAMPLERS.get(search.sampler)(self.spec, 0),
+                             points_to_evaluate=seeds or None)
+        resources = {"cpu": search.resources.cpu, "gpu": search.resources.gpu}
+        trainable = tune.with_resources(_trainable, resources)
+        run_config = tune.RunConfig(name=self.spec.study, storage_path=str(self.path), verbose=0,
+                                    failure_config=tune.FailureConfig(max_failures=1),
+                                    callbacks=[_SinkCallback(self.spec.study)])
+        if self.restoring:
+            return tune.Tuner.restore(str(self.path / self.spec.study), trainable, resume_errored=True)
+        scheduler = SCHEDULERS.get(search.early_stopping.kind)(self.spec, self.steps)
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=self.spec.trials,
+                                      max_concurrent_trials=self.spec.concurrency, scheduler=scheduler)
+        return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _numbers(result: dict[str, Any]) -> dict[str, float]:
+    """The numeric metrics of a Tune result (its bookkeeping keys left out)."""
+    skip = {"step", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
+            "time_since_restore", "iterations_since_restore"}
+    return {k: float(v) for k, v in result.items() if isinstance(v, int | float)
+            and not isinstance(v, bool) and k not in skip and not k.startswith("_")}
+
+
+def _steps(spec: SearchSpec) -> list[int]:
+    from search_space.ranges import possible_values
+
+    return [int(v) for v in possible_values(spec.space.train.steps)]
