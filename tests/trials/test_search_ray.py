@@ -26,7 +26,7 @@ experts:
 fusion:
   choices:
     - {kind: channel_concat}
-    - {kind: sequence_concat}
+    - {kind: sequence_concat, interleave: {choices: [false, true]}}
 positions: {choices: [original, share_all]}
 train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
 objectives:
@@ -35,6 +35,9 @@ objectives:
 constraints:
   - {metric: visual_tokens, max: 24}
 search: {backend: ray, trials: 6, concurrency: 2, seed: 1,
+         seed_points: [{experts: {clip: {source: tiny-clip, tokens: 4},
+                                  dinov2: {source: tiny-dinov2, tokens: 16}},
+                        fusion: {kind: sequence_concat, interleave: true}}],
          early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
 """
 
@@ -62,10 +65,15 @@ def test_local_search_multi_objective_mo_asha(tmp_path: Path, local_ray: None) -
     assert sorted(state.results) == list(range(6))
     statuses = [r.status for r in state.results.values()]
     assert "pruned" in statuses and "complete" in statuses, statuses
+    invalid = state.results[0]  # the seed point interleaves unequal grids: settled, not trained
+    assert invalid.status == "failed" and invalid.failure.reason == "invalid" and invalid.steps == 0
     told = {t.number: t.state for t in backend.searcher._ot_study.trials}
     for number, result in state.results.items():
         if result.status == "pruned":
             assert result.steps == 4 and told[number] == optuna.trial.TrialState.PRUNED
+        elif result.status == "failed":  # infeasible points are known to the sampler as such
+            expected = "COMPLETE" if result.failure.infeasible else "FAIL"
+            assert told[number] == getattr(optuna.trial.TrialState, expected), result.failure
         elif result.status == "complete":
             assert told[number] == optuna.trial.TrialState.COMPLETE and result.steps == 12
     assert memory.front is not None and memory.front.finished == 6
