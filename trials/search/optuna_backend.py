@@ -32,6 +32,7 @@ from trials.search.study import (
     SearchError,
     SearchSpec,
     StudyState,
+    max_steps,
     objective_values,
     rejected_before_training,
     violations,
@@ -80,7 +81,7 @@ class OptunaBackend:
         self.state = StudyState(spec, sinks)
         self.points = list(self.state.compiled.points()) if spec.space.search.sampler == "grid" else []
         stopping = spec.space.search.early_stopping
-        steps = spec.steps or max(p for p in _steps(spec))
+        steps = max_steps(spec)
         self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, steps) \
             if stopping.kind != "none" else []
         self.moasha = MOASHA(spec.space.objectives, stopping.min_steps, stopping.reduction_factor,
@@ -335,11 +336,6 @@ def _worst(objective: Any, metrics: dict[str, float]) -> float:
     return 0.0 if objective.direction == "maximize" else 1e12
 
 
-def _steps(spec: SearchSpec) -> list[int]:
-    from search_space.ranges import possible_values
-
-    return [int(v) for v in possible_values(spec.space.train.steps)]
-
 
 PRUNERS: Registry[Callable[[SearchSpec, int], optuna.pruners.BasePruner]] = Registry("early stopping")
 PRUNERS.register("none", lambda spec, steps: optuna.pruners.NopPruner(), "train every trial fully")
@@ -354,7 +350,7 @@ PRUNERS.register("hyperband", lambda spec, steps: optuna.pruners.HyperbandPruner
 
 
 def _pruner(spec: SearchSpec) -> optuna.pruners.BasePruner:
-    return PRUNERS.get(spec.space.search.early_stopping.kind)(spec, spec.steps or max(_steps(spec)))
+    return PRUNERS.get(spec.space.search.early_stopping.kind)(spec, max_steps(spec))
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

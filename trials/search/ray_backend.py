@@ -35,6 +35,7 @@ from trials.search.study import (
     SearchError,
     SearchSpec,
     StudyState,
+    max_steps,
     rejected_before_training,
     violations,
 )
@@ -183,7 +184,7 @@ class RayBackend:
     def __init__(self, spec: SearchSpec, sinks: Sinks, say: Callable[[str], None] = log.info) -> None:
         self.spec, self.sinks, self.say = spec, sinks, say
         self.state = StudyState(spec, sinks)
-        self.steps = spec.steps or max(int(v) for v in _steps(spec))
+        self.steps = max_steps(spec)
         stopping = spec.space.search.early_stopping
         self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, self.steps) \
             if stopping.kind != "none" else []
@@ -273,8 +274,3 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float)
             and not isinstance(v, bool) and k not in skip and not k.startswith("_")}
 
-
-def _steps(spec: SearchSpec) -> list[int]:
-    from search_space.ranges import possible_values
-
-    return [int(v) for v in possible_values(spec.space.train.steps)]

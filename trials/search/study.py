@@ -48,6 +48,13 @@ class SearchSpec:
                           **self.extra})
 
 
+def max_steps(spec: SearchSpec) -> int:
+    """The longest training budget a trial of this search can have."""
+    from search_space.ranges import possible_values
+
+    return spec.steps or max(int(v) for v in possible_values(spec.space.train.steps))
+
+
 def objective_values(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
     return [float(metrics[o.metric]) for o in space.objectives]
 

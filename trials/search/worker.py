@@ -10,6 +10,7 @@ from search_space.point import TrialConfig
 from search_space.result import TrialResult
 
 _CACHE: Any = None
+REPLY_TIMEOUT_S = 600
 
 
 def init_worker(threads: int, cache_dir: str) -> None:
@@ -32,7 +33,10 @@ def run_one(number: int, point: TrialConfig, steps: int | None, device: str,
 
     def report(step: int, metrics: dict[str, float]) -> bool:
         events.put(("report", number, step, metrics))
-        return bool(reply.get())
+        try:
+            return bool(reply.get(timeout=REPLY_TIMEOUT_S))
+        except Exception:  # the driver is gone: keep training; its result is retried on resume
+            return False
 
     result = run_trial(point, TrialOptions(steps=steps, device=device, cache=_CACHE, report=report,
                                            report_at=report_at))
