@@ -14,8 +14,8 @@ import numpy as np
 import optuna
 import pytest
 
-from search_space import parse
 from search_space.pareto import non_dominated_ranks, objective_matrix
+from tests.trials.search_helpers import make_spec
 from trials.search.optuna_backend import OptunaBackend
 from trials.search.sinks import MemorySink, Sinks
 from trials.search.study import SearchError, SearchSpec
@@ -45,11 +45,7 @@ search: {trials: 8, concurrency: 2, seed: 1,
 
 
 def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
-    space = parse(text).space
-    base = {"study": space.name, "space": space, "space_yaml": text, "trials": space.search.trials,
-            "concurrency": space.search.concurrency, "storage": f"sqlite:///{tmp_path}/study.db",
-            "run_dir": tmp_path}
-    return SearchSpec(**{**base, **changes})
+    return make_spec(tmp_path, text, **changes)
 
 
 def search(s: SearchSpec) -> tuple[OptunaBackend, MemorySink]:

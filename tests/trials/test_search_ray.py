@@ -10,7 +10,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from search_space import parse
+from tests.trials.search_helpers import make_spec
 from trials.search.ray_backend import RayBackend
 from trials.search.sinks import MemorySink, Sinks
 from trials.search.study import SearchError, SearchSpec
@@ -43,11 +43,7 @@ search: {backend: ray, trials: 6, concurrency: 2, seed: 1,
 
 
 def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
-    space = parse(text).space
-    base = {"study": space.name, "space": space, "space_yaml": text, "trials": space.search.trials,
-            "concurrency": space.search.concurrency, "storage": f"sqlite:///{tmp_path}/x.db",
-            "run_dir": tmp_path}
-    return SearchSpec(**{**base, **changes})
+    return make_spec(tmp_path, text, **changes)
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from trials.search.study import (
     StudyState,
     max_steps,
     objective_values,
-    rejected_before_training,
     violations,
 )
 from trials.search.worker import init_worker, run_one
@@ -213,13 +212,8 @@ class OptunaBackend:
         point = self.sample(trial)
         trial.set_user_attr("config_hash", point.config_hash)
         self.sinks.trial_started(self.spec.study, trial.number, point)
-        settled = rejected_before_training(self.spec.space, point)
-        previous = self.state.completed_with(point.config_hash) if settled is None else None
-        if previous is not None:
-            settled = TrialResult(point, "complete", previous.steps, dict(previous.metrics),
-                                  reused_from=previous.number)
+        settled = self.state.settled_before_training(point, trial.number)
         if settled is not None:
-            settled.study, settled.number = self.spec.study, trial.number
             self.settle(study, trial, settled)
             return None
         reply = manager.Queue()

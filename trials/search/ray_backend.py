@@ -36,7 +36,6 @@ from trials.search.study import (
     SearchSpec,
     StudyState,
     max_steps,
-    rejected_before_training,
     violations,
 )
 
@@ -204,13 +203,8 @@ class RayBackend:
         config = {POINT: point.model_dump_json(), NUMBER: trial.number,
                   "__run_dir": str(self.spec.run_dir.resolve()), "__device": self.spec.device,
                   "__steps": self.spec.steps, "__report_at": self.rungs}
-        settled = rejected_before_training(self.spec.space, point)
-        previous = self.state.completed_with(point.config_hash) if settled is None else None
-        if previous is not None:
-            settled = TrialResult(point, "complete", previous.steps, dict(previous.metrics),
-                                  reused_from=previous.number)
+        settled = self.state.settled_before_training(point, trial.number)
         if settled is not None:
-            settled.number = trial.number
             config[SETTLED] = _transport(settled)
         return config
 

@@ -103,6 +103,18 @@ class StudyState:
         return next((r for r in self.results.values()
                      if r.status == "complete" and r.config_hash == config_hash), None)
 
+    def settled_before_training(self, point: TrialConfig, number: int) -> TrialResult | None:
+        """The result of a point that needs no training: rejected (infeasible or impossible), or
+        already completed in this study (its result reused). None: train it."""
+        settled = rejected_before_training(self.spec.space, point)
+        previous = self.completed_with(point.config_hash) if settled is None else None
+        if previous is not None:
+            settled = TrialResult(point, "complete", previous.steps, dict(previous.metrics),
+                                  reused_from=previous.number)
+        if settled is not None:
+            settled.study, settled.number = self.spec.study, number
+        return settled
+
     def finish(self, result: TrialResult) -> None:
         """Record a finished trial, recompute the front, tell the sinks."""
         self.results[result.number or 0] = result
