@@ -209,7 +209,11 @@ class RayBackend:
         return config
 
     def finish(self, trial: Any, last: dict[str, Any]) -> None:
-        point = TrialConfig.model_validate_json(trial.config[POINT])
+        self.record(trial.config[NUMBER], self.result_of(trial.config, last))
+
+    def result_of(self, config: dict[str, Any], last: dict[str, Any]) -> TrialResult:
+        """A finished trial's result from its last report (a final one, or a rung's)."""
+        point = TrialConfig.model_validate_json(config[POINT])
         if RESULT in last:
             data = json.loads(last[RESULT])
             result = result_from_json(data, self.spec.space.name)
@@ -219,10 +223,13 @@ class RayBackend:
         else:  # stopped by the scheduler at a rung
             result = TrialResult(point, "pruned", int(last.get("step", 0)), _numbers(last))
         result.host = last.get("node")
-        self.record(trial.config[NUMBER], result)
+        return result
 
     def record(self, number: int, result: TrialResult) -> None:
         result.study, result.number = self.spec.study, number
+        self.ledger.parent.mkdir(parents=True, exist_ok=True)
+        with self.ledger.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(json.loads(_transport(result)) | {"host": result.host}) + "\n")
         self.state.finish(result)
 
     def run(self) -> StudyState:
@@ -234,8 +241,34 @@ class RayBackend:
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
         self.sinks.study_started(self.spec.info)
         tuner = self.tuner()
+        if self.restoring:
+            self.load_history()
         tuner.fit()
+        if len(self.state.results) < self.spec.trials:
+            # Ray catches Ctrl-C itself, saves the experiment and returns early
+            raise KeyboardInterrupt
         return self.state
+
+    @property
+    def ledger(self) -> Path:
+        """The driver's own record of finished trials (Ray's results cannot tell an interrupted
+        trial from one its scheduler stopped)."""
+        return self.path / self.spec.study / "vlmsearch_results.jsonl"
+
+    def load_history(self) -> None:
+        """Trials a restored experiment finished before: into the state and the sinks."""
+        if not self.ledger.exists():
+            return
+        for line in self.ledger.read_text(encoding="utf-8").splitlines():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+            result = result_from_json(data, self.spec.space.name)
+            result.reused_from, result.host = data.get("reused_from"), data.get("host")
+            if data.get("infeasible") and result.failure:
+                result.failure = Failure("invalid", result.failure.message, infeasible=True)
+            self.state.finish(result)
 
     def tuner(self) -> tune.Tuner:
         space, search = self.spec.space, self.spec.space.search
