@@ -7,6 +7,7 @@ trials keep their full result in user attributes; running ones keep a heartbeat,
 
 from __future__ import annotations
 
+import datetime
 import logging
 import multiprocessing as mp
 import queue
@@ -127,12 +128,21 @@ class OptunaBackend:
         deadline = time.time() + GRACE_S + 2 * HEARTBEAT_S
         while True:
             fail_stale_trials(study)
+            self.fail_heartbeatless(study)
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running or time.time() > deadline:
                 return
             self.say(f"waiting for {len(running)} trial(s) of an earlier search to go stale "
                      f"(up to {GRACE_S} s) ...")
             time.sleep(HEARTBEAT_S)
+
+    def fail_heartbeatless(self, study: optuna.Study) -> None:
+        """A trial killed before its first heartbeat is never stale to Optuna: fail and retry it
+        once it is older than the grace period."""
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_S)
+        for trial_id, params in _running_without_heartbeat(study, cutoff):
+            if study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                study.enqueue_trial(params)
 
     def enqueue_seeds(self, study: optuna.Study) -> None:
         from search_space.sampling import point_parameters
@@ -166,6 +176,7 @@ class OptunaBackend:
     def run(self) -> StudyState:
         """Drive the search to `spec.trials` finished trials (after `prepare`)."""
         study = self.study
+        self.asked: dict[int, optuna.Trial] = {}  # asked by this driver, not yet told
         self.sinks.study_started(self.spec.info)
         for result in sorted(self.state.results.values(), key=lambda r: r.number or 0):
             self.sinks.trial_finished(self.spec.study, result)  # sinks are idempotent
@@ -209,6 +220,8 @@ class OptunaBackend:
               ) -> tuple[Future[TrialResult], _Running] | None:
         """Ask for a trial; train it in the pool, or settle it at once (rejected, duplicate)."""
         trial = study.ask()
+        self.asked[trial.number] = trial
+        study._storage.record_heartbeat(trial._trial_id)  # stale-detectable from its first moment
         point = self.sample(trial)
         trial.set_user_attr("config_hash", point.config_hash)
         self.sinks.trial_started(self.spec.study, trial.number, point)
@@ -276,6 +289,7 @@ class OptunaBackend:
         else:
             trial.set_user_attr("failure_reason", result.failure.reason if result.failure else "error")
             study.tell(trial, state=TrialState.FAIL)
+        self.asked.pop(trial.number, None)
         self.state.finish(result)
 
     def constrain(self, trial: optuna.Trial, result: TrialResult) -> None:
@@ -285,14 +299,37 @@ class OptunaBackend:
 
     def interrupt(self, study: optuna.Study, pool: ProcessPoolExecutor,
                   running: dict[Future[TrialResult], _Running]) -> None:
-        """Ctrl-C: running trials are marked failed (interrupted) and queued again for --resume."""
-        for entry in running.values():
-            entry.trial.set_user_attr(INTERRUPTED, True)
-            study.tell(entry.trial, state=TrialState.FAIL, skip_if_finished=True)
-            study.enqueue_trial(entry.trial.params)
+        """Ctrl-C: this driver's unfinished trials are marked failed (interrupted) and queued
+        again for --resume."""
+        for trial in list(self.asked.values()):
+            trial.set_user_attr(INTERRUPTED, True)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if trial.params:
+                study.enqueue_trial(trial.params)
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _running_without_heartbeat(study: optuna.Study, started_before: datetime.datetime
+                               ) -> list[tuple[int, dict[str, Any]]]:
+    """(trial id, params) of running trials that never recorded a heartbeat (Optuna's own stale
+    check skips them). Reads Optuna's RDB tables; if their layout changes, finds none."""
+    try:
+        from optuna.storages._rdb import models
+
+        storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+        with storage.scoped_session() as session:
+            rows = (session.query(models.TrialModel)
+                    .filter(models.TrialModel.study_id == study._study_id,
+                            models.TrialModel.state == TrialState.RUNNING)
+                    .all())
+            ids = [row.trial_id for row in rows if not row.heartbeats
+                   and row.datetime_start is not None and row.datetime_start < started_before]
+    except Exception:  # a private layout we do not control
+        log.debug("cannot look for trials without heartbeats", exc_info=True)
+        return []
+    return [(i, study._storage.get_trial(i).params) for i in ids]
 
 
 class _Heartbeat:
