@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from vlmsearch.search import DEFAULT_STORAGE
 from vlmsearch.summary import describe_errors, summarize
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -121,6 +122,119 @@ def list_(what: Listing = typer.Argument(..., help="which registry")) -> None:
 
     for line in registry_lines(what.value):
         out.print(line, markup=False)
+
+
+STORAGE_HELP = "SQL URL of the results store (default sqlite:///vlmsearch-runs/results.db)"
+
+
+def _open_store(url: str):  # -> ResultsStore | None
+    """The store on `url` to read; None when it is a SQLite file that does not exist (nothing is
+    created). A store that cannot be opened exits 2 with one line naming it (never its password)."""
+    from storage import ResultsStore, StorageError, exists
+
+    try:
+        if not exists(url):
+            return None
+        return ResultsStore(url, create=False)
+    except StorageError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def studies(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP)) -> None:
+    """List the studies in the results store, with their trial counts per status."""
+    from storage import StorageError, safe_url
+    from vlmsearch.results_view import studies_table
+
+    store = _open_store(storage)
+    try:
+        found = []
+        if store is not None:
+            with store.guard():
+                found = store.studies()
+    except StorageError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    if not found:
+        out.print(f"no studies in {safe_url(storage)}", markup=False)
+        return
+    out.print(studies_table(found, safe_url(storage)))
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def results(
+    study: str = typer.Option(..., "--study", help="the study's name (see `vlmsearch studies`)"),
+    pareto: bool = typer.Option(False, "--pareto", help="only the Pareto front (feasible, non-dominated)"),
+    format_: Format = typer.Option(Format.table, "--format", help="table, csv or json"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+) -> None:
+    """The trials of a study, or only its Pareto front (exit 2 for an unknown study)."""
+    from storage import StorageError, UnknownStudy, safe_url
+    from storage.export import to_json, write_csv
+
+    store = _open_store(storage)
+    try:
+        if store is None:
+            raise UnknownStudy(study, [], storage)
+        with store.guard():
+            total = store.summary(study).total if pareto and format_ is Format.table else 0
+            front = store.pareto_front(study) if pareto else None
+            found = front.trials if front is not None else store.trials(study)
+            objectives = _objectives(store, study) if format_ is Format.table else []
+    except StorageError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    if format_ is Format.json:
+        sys.stdout.write(to_json(found) + "\n")
+    elif format_ is Format.csv:
+        write_csv(found, sys.stdout)
+    else:
+        from vlmsearch.results_view import results_table
+
+        where = safe_url(storage)
+        title = (f"Pareto front of '{study}': {len(found)} of {total} trials (hypervolume "
+                 f"{front.hypervolume:.4g}) in {where}" if front is not None
+                 else f"study '{study}': {len(found)} trials in {where}")
+        out.print(results_table(title, found, objectives))
+
+
+def _objectives(store, study: str) -> list:
+    """The study's objectives, or none when its stored space cannot be read (the table still shows)."""
+    from storage import StorageError
+
+    try:
+        return list(store.space(study).objectives)
+    except StorageError:
+        return []
+
+
+db = typer.Typer(no_args_is_help=True, help="The results store's database: schema migrations.")
+app.add_typer(db, name="db")
+
+
+@db.command("upgrade")
+def db_upgrade(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP)) -> None:
+    """Migrate the results store to the newest schema (a new store is created)."""
+    from storage import StorageError, safe_url, upgrade_store
+
+    try:
+        done = upgrade_store(storage)
+    except StorageError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    where = safe_url(storage)
+    if done.changed:
+        out.print(f"{where}: schema upgraded from {done.before or 'empty'} to {done.after} (newest)",
+                  markup=False)
+    else:
+        out.print(f"{where}: schema already at {done.after} (newest)", markup=False)
 
 
 def main() -> None:

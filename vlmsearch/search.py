@@ -89,21 +89,40 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     if options.tracking:
         err.print("note: MLflow tracking is not built yet; results go to the SQL study and "
                   f"{spec.run_dir / spec.study / 'events.jsonl'}", markup=False)
+    store = open_results_store(spec.storage, err)
+    if store is None:
+        return 2
     view = ProgressView(spec.space, spec.trials, err)
-    sinks = Sinks([JsonLinesSink(spec.run_dir / spec.study / "events.jsonl"), view])
+    sinks = Sinks([JsonLinesSink(spec.run_dir / spec.study / "events.jsonl"), store, view])
     try:
         backend = BACKENDS.get(spec.space.search.backend)(spec, sinks,
                                                          lambda m: err.print(m, markup=False))
         backend.prepare()
         with view:
             state = backend.run()
+        Sinks([store]).study_finished(spec.study, "finished")
     except SearchError as exc:
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
     except KeyboardInterrupt:
+        Sinks([store]).study_finished(spec.study, "interrupted")
         err.print(f"interrupted: running trials were marked and queued again; `vlmsearch run "
                   f"{loaded.source} --resume` continues study '{spec.study}'", markup=False)
         return 130
+    finally:
+        store.close()
     results = sorted(state.results.values(), key=lambda r: r.number or 0)
     out.print(pareto_table(spec.space, results, state.front.hypervolume))
     return 0
+
+
+def open_results_store(url: str, err: Console):  # -> storage.ResultsStore | None
+    """The SQL results store beside the Optuna study (same database, `vs_` tables); None, with
+    the reason printed (no password), when it cannot be opened."""
+    from storage import ResultsStore, StorageError
+
+    try:
+        return ResultsStore(url)
+    except StorageError as exc:
+        err.print(str(exc), markup=False)
+        return None

@@ -1,0 +1,106 @@
+"""Opening a store's database: URLs without passwords, SQLite made safe for several processes.
+
+SQLite (the default) runs in WAL mode with a busy timeout and foreign keys on; every write
+transaction starts with `BEGIN IMMEDIATE`, so concurrent writers queue on the lock instead of
+failing when a read transaction tries to become a write. PostgreSQL needs nothing special.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
+WRITE = "vlmsearch_write"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
+BUSY_TIMEOUT_MS = 60_000
+
+
+class StorageError(RuntimeError):
+    """The store cannot be opened or used; the message names the store (never its password)."""
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may be printed or logged: the password, if any, is `***`."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return str(url).rsplit("@", 1)[-1]
+
+
+def scrub(text: str, url: str | URL) -> str:
+    """`text` (a driver's error message, say) with the URL's password replaced by `***`."""
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        return text.replace(str(url), safe_url(url))
+    return text.replace(str(password), "***") if password else text
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(f"not a database URL: '{safe_url(url)}'; use e.g. {DEFAULT_STORAGE} or "
+                           "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB") from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other backends and in-memory databases)."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def exists(url: str) -> bool:
+    """False only for a SQLite file that is not there yet (a server database may be empty)."""
+    path = sqlite_file(url)
+    return path is None or path.exists()
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine on `url`; `create` makes the directory of a SQLite file."""
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    try:
+        if backend == "sqlite":
+            path = sqlite_file(url)
+            if path is not None and create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            _sqlite_events(engine)
+            return engine
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if backend == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "vlmsearch"}
+        return create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
+        hint = "; for PostgreSQL use postgresql+psycopg://..." if backend == "postgresql" else ""
+        raise StorageError(f"cannot open storage {safe_url(url)}: no database driver for "
+                           f"'{parsed.drivername}' ({scrub(str(exc), url)}){hint}") from None
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        write = connection.get_execution_options().get(WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, for transactions that write (SQLite takes its lock at BEGIN)."""
+    return engine.execution_options(**{WRITE: True})
