@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 import optuna
@@ -37,7 +38,7 @@ from trials.search.study import (
     objective_values,
     violations,
 )
-from trials.search.worker import init_worker, run_one
+from trials.search.worker import ignore_ctrl_c, init_worker, run_one
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S = 5, 20
@@ -183,13 +184,17 @@ class OptunaBackend:
         if self.state.results:
             self.sinks.front_updated(self.spec.study, self.state.front)
         context = mp.get_context("spawn")
-        with context.Manager() as manager:
+        manager = SyncManager(ctx=context)
+        manager.start(ignore_ctrl_c)  # the report queues outlive a Ctrl-C; the driver handles it
+        try:
             events = manager.Queue()
             threads = max(1, int(self.spec.space.search.resources.cpu))
             cache_dir = str(self.spec.run_dir / "cache")
             with ProcessPoolExecutor(self.spec.concurrency, mp_context=context, initializer=init_worker,
                                      initargs=(threads, cache_dir)) as pool:
                 self.loop(study, pool, manager, events)
+        finally:
+            manager.shutdown()
         return self.state
 
     def loop(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, events: Any) -> None:

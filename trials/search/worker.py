@@ -4,6 +4,7 @@ its continue/stop answer."""
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from search_space.point import TrialConfig
@@ -13,11 +14,17 @@ _CACHE: Any = None
 REPLY_TIMEOUT_S = 600
 
 
+def ignore_ctrl_c() -> None:
+    """Ctrl-C is the driver's to handle: it marks the running trials and stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def init_worker(threads: int, cache_dir: str) -> None:
     """Per worker process: torch threads (the trial's cpu share) and one feature cache, whose
     memory part then serves every trial this worker runs."""
     import torch
 
+    ignore_ctrl_c()
     from trials.cache import FeatureCache
 
     global _CACHE
