@@ -9,30 +9,10 @@ import numpy as np
 
 from search_space import RandomDraw, compile_space, parse
 from search_space.result import Failure, TrialResult
+from tests.trials.search_helpers import SMALL_SPACE
 from trials.search.sinks import StudyInfo
 
-SPACE = """\
-name: small
-data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}
-experts:
-  pool:
-    clip: {source: tiny-clip, tokens: {choices: [4, 16]}}
-    dinov2: {source: tiny-dinov2, tokens: 16}
-  subset: {min: 1, max: 2}
-fusion:
-  choices:
-    - {kind: channel_concat}
-    - {kind: sequence_concat}
-positions: {choices: [original, share_all]}
-train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: visual_tokens, direction: minimize}
-constraints:
-  - {metric: visual_tokens, max: 24}
-search: {trials: 8, concurrency: 2, seed: 1,
-         early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
-"""
+SPACE = SMALL_SPACE
 LOADED = parse(SPACE)
 COMPILED = compile_space(LOADED.space)
 

@@ -15,33 +15,12 @@ import optuna
 import pytest
 
 from search_space.pareto import non_dominated_ranks, objective_matrix
-from tests.trials.search_helpers import make_spec
+from tests.trials.search_helpers import SMALL_SPACE, make_spec
 from trials.search.optuna_backend import OptunaBackend
 from trials.search.sinks import MemorySink, Sinks
 from trials.search.study import SearchError, SearchSpec
 
-SPACE = """\
-name: small
-data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}
-experts:
-  pool:
-    clip: {source: tiny-clip, tokens: {choices: [4, 16]}}
-    dinov2: {source: tiny-dinov2, tokens: 16}
-  subset: {min: 1, max: 2}
-fusion:
-  choices:
-    - {kind: channel_concat}
-    - {kind: sequence_concat}
-positions: {choices: [original, share_all]}
-train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: visual_tokens, direction: minimize}
-constraints:
-  - {metric: visual_tokens, max: 24}
-search: {trials: 8, concurrency: 2, seed: 1,
-         early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
-"""
+SPACE = SMALL_SPACE
 
 
 def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
