@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +17,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from search_space.point import TrialConfig
+from search_space.recorder import recorder_gone, recorder_id
 from search_space.result import TrialResult
 from storage import migrate
 from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, safe_url, scrub, writer
@@ -85,7 +84,7 @@ class ResultsStore(Queries):
 
     @property
     def recorder(self) -> str:
-        return f"{socket.gethostname()}:{os.getpid()}"
+        return recorder_id()
 
     # ---- sink events ------------------------------------------------------------------------
 
@@ -252,30 +251,14 @@ class ResultsStore(Queries):
 
     def _fail_orphans(self, connection: Connection, study_id: int) -> None:
         """Trials left `running` by a recorder on this host that is gone (killed) are failed."""
-        host = socket.gethostname()
         running = connection.execute(select(trials.c.id, trials.c.recorded_by).where(
             trials.c.study_id == study_id, trials.c.status == "running")).all()
-        orphans = [r.id for r in running if _dead_here(r.recorded_by, host)]
+        orphans = [r.id for r in running if recorder_gone(r.recorded_by)]
         if orphans:
             connection.execute(update(trials).where(trials.c.id.in_(orphans), trials.c.status == "running")
                                .values(status="failed", failure_reason="error", finished_at=utcnow(),
                                        failure_message="the search recording it stopped before the trial "
                                                        "finished (interrupted or killed)"))
-
-
-def _dead_here(recorded_by: str | None, host: str) -> bool:
-    if not recorded_by or ":" not in recorded_by:
-        return False
-    where, _, pid = recorded_by.rpartition(":")
-    if where != host or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
 
 
 def upgrade_store(url: str, revision: str = "head") -> migrate.Upgrade:

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from dashboard.client import DEFAULT_TRACKING
 from vlmsearch.search import DEFAULT_STORAGE
 from vlmsearch.summary import describe_errors, summarize
 
@@ -86,7 +87,8 @@ def run(
     study: str | None = typer.Option(None, "--study", help="study name (default: the space's name)"),
     resume: bool = typer.Option(False, "--resume", help="continue an existing study"),
     storage: str | None = typer.Option(None, "--storage", help="SQL URL of the study and results"),
-    tracking: str | None = typer.Option(None, "--tracking", help="MLflow tracking URI"),
+    tracking: str | None = typer.Option(None, "--tracking", help="MLflow tracking URI (default "
+                                            "sqlite:///vlmsearch-runs/mlflow.db; `none`: off)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
     run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir", help="cache and logs"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
@@ -213,6 +215,66 @@ def _objectives(store, study: str) -> list:
         return list(store.space(study).objectives)
     except StorageError:
         return []
+
+
+TRACKING_HELP = "MLflow tracking URI (default sqlite:///vlmsearch-runs/mlflow.db)"
+
+
+@app.command()
+def sync(
+    study: str = typer.Option(..., "--study", help="the study's name (see `vlmsearch studies`)"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+    tracking: str = typer.Option(DEFAULT_TRACKING, "--tracking", help=TRACKING_HELP),
+) -> None:
+    """Log to MLflow what a search could not (tracking was down): replayed from the results store,
+    without duplicate runs (exit 2 for an unknown study, 1 when MLflow cannot be reached)."""
+    from dashboard.client import TrackingError, safe_uri, scrub_uri
+    from storage import StorageError, UnknownStudy
+    from vlmsearch.sync import sync_study
+
+    store = _open_store(storage)
+    try:
+        if store is None:
+            raise UnknownStudy(study, [], storage)
+        with store.guard():
+            report = sync_study(store, study, tracking)
+    except (StorageError, TrackingError) as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # MLflow unreachable or refusing: nothing in the store changed
+        reason = scrub_uri(f"{type(exc).__name__}: {exc}", tracking).splitlines()[0][:300]
+        err.print(f"MLflow at {safe_uri(tracking)} failed ({reason}); the results store is unchanged: "
+                  "run `vlmsearch sync` again when MLflow answers", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        if store is not None:
+            store.close()
+    out.print(report.describe(), markup=False)
+
+
+@app.command()
+def dashboard(
+    tracking: str = typer.Option(DEFAULT_TRACKING, "--tracking", help=TRACKING_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (loopback by default)"),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="port to listen on"),
+    study: str | None = typer.Option(None, "--study", help="print the links of this study only"),
+    auth: bool = typer.Option(False, "--auth", help="MLflow's basic-auth app: no anonymous requests"),
+    user: str = typer.Option("admin", "--user", help="the admin user of --auth"),
+) -> None:
+    """Start the MLflow UI on the tracking store and print the links to each study's Pareto front
+    (runs until Ctrl-C)."""
+    from dashboard.server import DashboardError, serve
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not auth:
+        err.print(f"note: listening on {host} without --auth: anyone who can reach this machine can "
+                  "read (and change) the runs", markup=False)
+    try:
+        code = serve(tracking, host, port, study, auth, user, lambda m: err.print(m, markup=False),
+                     lambda m: out.print(m, markup=False, soft_wrap=True))
+    except DashboardError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 db = typer.Typer(no_args_is_help=True, help="The results store's database: schema migrations.")

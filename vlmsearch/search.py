@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dashboard.client import DEFAULT_TRACKING
 from search_space.load import Loaded
 from search_space.registry import Registry
 
@@ -81,31 +82,32 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     from trials.search.study import SearchError
     from vlmsearch.run_view import ProgressView, pareto_table
 
+    tracker = tracking_sink(options.tracking or loaded.space.tracking or DEFAULT_TRACKING, err)
+    if tracker is False:
+        return 2
     try:
         spec = make_spec(loaded, options)
     except SearchError as exc:
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
-    if options.tracking:
-        err.print("note: MLflow tracking is not built yet; results go to the SQL study and "
-                  f"{spec.run_dir / spec.study / 'events.jsonl'}", markup=False)
     store = open_results_store(spec.storage, err)
     if store is None:
         return 2
     view = ProgressView(spec.space, spec.trials, err)
-    sinks = Sinks([JsonLinesSink(spec.run_dir / spec.study / "events.jsonl"), store, view])
+    ending = [s for s in (store, tracker) if s is not None]  # told how the search ended
+    sinks = Sinks([JsonLinesSink(spec.run_dir / spec.study / "events.jsonl"), *ending, view])
     try:
         backend = BACKENDS.get(spec.space.search.backend)(spec, sinks,
                                                          lambda m: err.print(m, markup=False))
         backend.prepare()
         with view:
             state = backend.run()
-        Sinks([store]).study_finished(spec.study, "finished")
+        Sinks(ending).study_finished(spec.study, "finished")
     except SearchError as exc:
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
     except KeyboardInterrupt:
-        Sinks([store]).study_finished(spec.study, "interrupted")
+        Sinks(ending).study_finished(spec.study, "interrupted")
         err.print(f"interrupted: running trials were marked and queued again; `vlmsearch run "
                   f"{loaded.source} --resume` continues study '{spec.study}'", markup=False)
         return 130
@@ -114,6 +116,22 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     results = sorted(state.results.values(), key=lambda r: r.number or 0)
     out.print(pareto_table(spec.space, results, state.front.hypervolume))
     return 0
+
+
+def tracking_sink(uri: str, err: Console):  # -> MlflowSink | None (off) | False (bad URI)
+    """The MLflow sink for `uri` (`none` turns tracking off); False, with the reason, for a URI
+    MLflow cannot use. Nothing is contacted yet: an unreachable server must not stop a search."""
+    from dashboard.client import OFF, TrackingError, check_uri
+    from dashboard.sink import MlflowSink
+
+    if uri.strip().lower() in OFF:
+        return None
+    try:
+        check_uri(uri)
+    except TrackingError as exc:
+        err.print(str(exc), markup=False)
+        return False
+    return MlflowSink(uri, lambda message: err.print(message, markup=False))
 
 
 def open_results_store(url: str, err: Console):  # -> storage.ResultsStore | None

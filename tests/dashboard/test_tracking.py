@@ -1,0 +1,263 @@
+"""MLflow tracking against a real MLflow (local SQLite store and a real `mlflow server`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from dashboard.client import open_client
+from dashboard.tracker import StudyTracker
+from search_space import compile_space, parse
+from search_space.result import Failure, TrialResult
+from search_space.sampling import RandomDraw
+from storage import ResultsStore
+from tests.dashboard.conftest import SPACE, Study, free_port, vlmsearch
+from tests.dashboard.mlflow_view import assert_mirrors_store, logged
+
+
+def test_a_finished_study_mirrors_the_results_store(finished_study: Study) -> None:
+    seen = assert_mirrors_store(finished_study.tracking, finished_study.storage)
+    assert len(seen.children) == 6
+    client = MlflowClient(finished_study.tracking)
+    parent = seen.parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.sampler"] == "tpe" and parent.data.params["search.trials"] == "6"
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert files == {"space.yaml", "pareto.csv", "pareto.png", "pareto.html"}
+    history = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]  # step = finished trials
+    with ResultsStore(finished_study.storage, create=False) as store:
+        _, volume = store.ranks("small")
+        front = store.pareto_front("small").trials
+    assert max(history, key=lambda m: m.step).value == pytest.approx(volume)
+    folder = Path(client.download_artifacts(parent.info.run_id, "", str(finished_study.folder / "dl")))
+    rows = (folder / "pareto.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [t.number for t in front]
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "pareto.html").read_text()
+    assert page.count('class="front"') == len(front)
+
+
+def test_each_child_holds_its_point_params_and_steps(finished_study: Study) -> None:
+    client = MlflowClient(finished_study.tracking)
+    seen = logged(finished_study.tracking)
+    with ResultsStore(finished_study.storage, create=False) as store:
+        stored = {t.number: t for t in store.trials("small")}
+        histories = {n: store.history("small", n) for n in stored}
+    for number, run in seen.by_number.items():
+        trial = stored[number]
+        assert run.info.run_name == f"trial-{number:04d}"
+        assert run.data.params["experts"] == ",".join(trial.config["experts"])
+        assert run.data.params["fusion.kind"] == trial.config["fusion"]["kind"]
+        point = client.download_artifacts(run.info.run_id, "point.yaml", str(finished_study.folder / "p"))
+        data = yaml.safe_load(Path(point).read_text())
+        assert compile_space(parse(Path(point).read_text()).space).only_point().config_hash == \
+            trial.config_hash, data
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
+        assert steps == sorted({s for s, _ in histories[number]} | {trial.steps}) or trial.status == "failed"
+
+
+def test_more_trials_move_the_front_and_the_tags_follow(finished_study: Study, tmp_path: Path) -> None:
+    folder = tmp_path / "more"
+    shutil.copytree(finished_study.folder, folder)
+    study = Study(folder, f"sqlite:///{folder}/results.db", f"sqlite:///{folder}/mlflow.db")
+    ran = vlmsearch("run", "space.yaml", "--storage", study.storage, "--tracking", study.tracking,
+                    "--resume", "--trials", "10", cwd=folder)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    seen = assert_mirrors_store(study.tracking, study.storage)
+    assert len(seen.children) == 10
+    history = MlflowClient(study.tracking).get_metric_history(seen.parents[0].info.run_id, "hypervolume")
+    assert sorted(m.step for m in history) == list(range(1, 11))  # no step logged twice on resume
+
+
+def _results(space_text: str) -> list[TrialResult]:
+    compiled = compile_space(parse(space_text).space)
+    points, seed = [], 0
+    while len(points) < 3:
+        point = compiled.sample(RandomDraw(seed))
+        seed += 1
+        if point.config_hash not in {p.config_hash for p in points}:
+            points.append(point)
+    values = [(0.30, 16), (0.20, 4), (0.35, 4)]
+    return [TrialResult(p, "complete", 12, {"accuracy": a, "visual_tokens": t},
+                        history=[(4, {"accuracy": a / 2, "visual_tokens": t})], study="small", number=i)
+            for i, (p, (a, t)) in enumerate(zip(points, values, strict=True))]
+
+
+def test_a_dominating_trial_takes_is_pareto_from_the_ones_it_beats(tmp_path: Path) -> None:
+    space = parse(SPACE).space
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first, second, third = _results(SPACE)
+    tracker = StudyTracker(open_client(uri), "small", str(tmp_path / "art"))
+    tracker.open(space, SPACE, {"sampler": "tpe"})
+    tracker.finish_trial(first)
+    tracker.finish_trial(second)
+    tracker.update_front({0: 0, 1: 0}, 1.0, 2)
+    assert logged(uri).pareto() == {0, 1}
+    tracker.finish_trial(third)  # better on both objectives than both
+    tracker.update_front({0: 1, 1: 1, 2: 0}, 2.0, 3)
+    assert logged(uri).pareto() == {2}
+    assert {n: r.data.tags["pareto_rank"] for n, r in logged(uri).by_number.items()} == \
+        {0: "1", 1: "1", 2: "0"}
+
+    again = StudyTracker(open_client(uri), "small", str(tmp_path / "art"))  # a resumed search replays
+    again.open(space, SPACE, {"sampler": "tpe"})
+    for result in (first, second, third):
+        again.finish_trial(result)
+    again.update_front({0: 1, 1: 1, 2: 0}, 2.0, 3)
+    seen = logged(uri)
+    assert len(seen.parents) == 1 and sorted(seen.numbers().values()) == [1, 1, 1]
+    client = MlflowClient(uri)
+    accuracy = client.get_metric_history(seen.by_number[2].info.run_id, "accuracy")
+    assert [(m.step, m.value) for m in sorted(accuracy, key=lambda m: m.step)] == [(4, 0.175), (12, 0.35)]
+    assert len(client.get_metric_history(seen.parents[0].info.run_id, "hypervolume")) == 2
+
+
+def test_a_failed_trial_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first = _results(SPACE)[0]
+    failed = TrialResult(first.config, "failed", 3, {}, Failure("nan", "loss became nan at step 3"),
+                         study="small", number=0)
+    tracker = StudyTracker(open_client(uri), "small")
+    tracker.open(parse(SPACE).space, SPACE, {})
+    tracker.finish_trial(failed)
+    run = logged(uri).by_number[0]
+    assert run.info.status == "FAILED"
+    assert (run.data.tags["failure"], run.data.tags["feasible"], run.data.tags["is_pareto"]) == \
+        ("nan", "false", "false")
+    assert "loss became nan" in run.data.tags["failure_message"]
+
+
+def test_sync_rebuilds_mlflow_from_the_store_without_duplicates(finished_study: Study, tmp_path: Path
+                                                                ) -> None:
+    folder = tmp_path / "sync"
+    shutil.copytree(finished_study.folder, folder)
+    tracking = f"sqlite:///{folder}/mlflow.db"
+    client = MlflowClient(tracking)
+    seen = logged(tracking)
+    keep = seen.by_number[2]
+    client.create_run(keep.info.experiment_id, run_name="trial-0002", tags={  # the same trial twice
+        "vlmsearch.kind": "trial", "vlmsearch.trial": "2", "vlmsearch.study": "small"})
+    client.delete_run(seen.by_number[4].info.run_id)  # and one never logged
+    storage = f"sqlite:///{folder}/results.db"
+    synced = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", tracking, cwd=folder)
+    assert synced.returncode == 0, synced.stderr
+    assert "1 duplicate run(s) deleted" in synced.stdout and "1 logged now, 5 already" in synced.stdout
+    assert_mirrors_store(tracking, storage)
+    assert logged(tracking).by_number[2].info.run_id == keep.info.run_id  # the complete one is kept
+
+    (folder / "mlflow.db").unlink()  # MLflow lost entirely: rebuilt from the store
+    again = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", tracking, cwd=folder)
+    assert again.returncode == 0 and "6 logged now" in again.stdout, again.stderr
+    assert_mirrors_store(tracking, storage)
+    twice = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", tracking, cwd=folder)
+    assert "0 logged now, 6 already in MLflow" in twice.stdout
+    assert_mirrors_store(tracking, storage)
+
+
+def test_sync_of_an_unknown_study_exits_2(finished_study: Study) -> None:
+    ran = vlmsearch("sync", "--study", "smal", "--storage", finished_study.storage, "--tracking",
+                    finished_study.tracking, cwd=finished_study.folder)
+    assert ran.returncode == 2 and "did you mean 'small'" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_a_tracking_uri_mlflow_cannot_use_exits_2_before_anything_is_created(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE, encoding="utf-8")
+    ran = vlmsearch("run", "space.yaml", "--tracking", "ftp://example/mlflow", cwd=tmp_path)
+    assert ran.returncode == 2 and "is not one MLflow can use" in ran.stderr, ran.stderr
+    assert not (tmp_path / "vlmsearch-runs").exists()
+
+
+class MlflowServer:
+    """A real `mlflow server` on a loopback port over a SQLite file; can be stopped and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+             f"sqlite:///{self.folder}/server.db", "--artifacts-destination", str(self.folder / "art"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        from dashboard.server import wait_until_up
+
+        wait_until_up(self.process, self.uri)
+
+    def stop(self) -> None:
+        from dashboard.server import _stop
+
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    running = MlflowServer(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def _finished_lines(events: Path) -> int:
+    if not events.exists():
+        return 0
+    return sum(1 for line in events.read_text().splitlines() if '"trial_finished"' in line)
+
+
+def test_the_server_stopped_midway_then_sync_completes_mlflow(server: MlflowServer, tmp_path: Path) -> None:
+    folder = tmp_path / "search"
+    folder.mkdir()
+    (folder / "space.yaml").write_text(SPACE, encoding="utf-8")
+    storage = f"sqlite:///{folder}/results.db"
+    search = subprocess.Popen([sys.executable, "-m", "vlmsearch", "run", "space.yaml", "--storage", storage,
+                               "--tracking", server.uri], cwd=folder, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    events = folder / "vlmsearch-runs" / "small" / "events.jsonl"
+    deadline = time.monotonic() + 240
+    while _finished_lines(events) < 2 and search.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    server.stop()  # mid-search: some trials are logged, the rest are not
+    _, err = search.communicate(timeout=300)
+    assert search.returncode == 0, err[-3000:]
+    assert "the search goes on" in err and "vlmsearch sync --study small" in err, err[-3000:]
+    with ResultsStore(storage, create=False) as store:
+        assert store.summary("small").total == 6
+
+    server.start()
+    before = logged(server.uri)
+    assert 1 <= len(before.children) < 6 or any(
+        r.data.tags.get("vlmsearch.synced") != "true" for r in before.children)
+    synced = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", server.uri, cwd=folder)
+    assert synced.returncode == 0, synced.stderr
+    assert_mirrors_store(server.uri, storage)
+    assert logged(server.uri).parents[0].info.status == "FINISHED"
+    parent = logged(server.uri).parents[0].info.run_id
+    files = {a.path for a in MlflowClient(server.uri).list_artifacts(parent)}
+    assert {"pareto.html", "pareto.png", "pareto.csv", "space.yaml"} <= files
+
+
+def test_sync_with_mlflow_unreachable_exits_1_and_names_the_retry(finished_study: Study) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    ran = vlmsearch("sync", "--study", "small", "--storage", finished_study.storage, "--tracking", dead,
+                    cwd=finished_study.folder, timeout=180)
+    assert ran.returncode == 1, ran.stderr
+    assert "results store is unchanged" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_tracking_none_turns_mlflow_off(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE.replace("search: {trials: 6,", "search: {trials: 2,"))
+    ran = vlmsearch("run", "space.yaml", "--tracking", "none", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert (tmp_path / "vlmsearch-runs" / "results.db").exists()
+    assert not (tmp_path / "vlmsearch-runs" / "mlflow.db").exists()
