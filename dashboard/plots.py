@@ -159,7 +159,8 @@ def pareto_html(designs: Sequence[Design], objectives: Sequence[Any], title: str
     shown = _finite(designs, x, y)
     sx, (xl, xh) = _scale([x.value(d) for d in shown], _PAD, _W - 20)
     sy, (yl, yh) = _scale([y.value(d) for d in shown], _H - _PAD, 20)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {_H}" width="100%" '
+             f'style="max-width: {_W}px" role="img">',
              f'<rect x="{_PAD}" y="20" width="{_W - 20 - _PAD}" height="{_H - 20 - _PAD}" fill="#fafafa" '
              'stroke="#ccc"/>']
     for v in _ticks(xl, xh):

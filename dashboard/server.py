@@ -42,13 +42,14 @@ def study_links(base: str, experiment_id: str, parent_id: str | None, study: str
                 first_objective: str = "") -> StudyLinks:
     """Sorted by the first objective (best first), the UI lists runs flat instead of nesting them
     under the collapsed parent run."""
-    runs = f"{base}/#/experiments/{experiment_id}/runs?searchFilter={quote(layout.PARETO_FILTER)}"
+    runs = (f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"  # not the GenAI view
+            f"&searchFilter={quote(layout.PARETO_FILTER)}")
     metric, _, direction = first_objective.partition(":")
     if metric:
         ascending = str(direction != "maximize").lower()
         runs += f"&orderByKey={quote(f'metrics.`{metric}`')}&orderByAsc={ascending}"
     plot = (f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/pareto.html"
-            if parent_id else None)
+            "?workflowType=machine_learning" if parent_id else None)
     return StudyLinks(study, runs, f"{runs}&compareRunsMode=CHART", plot)
 
 
@@ -116,7 +117,9 @@ def auth_config(folder: Path, user: str, say: Callable[[str], None]) -> dict[str
                       f"database_uri = sqlite:///{database.resolve()}\nadmin_username = {user}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
                       encoding="utf-8")
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config.resolve())}
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config.resolve()),
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+           or _kept_secret(folder / "dashboard-secret-key")}  # signs the UI's CSRF tokens
     password = os.environ.get(PASSWORD_ENV)
     secret = folder / "dashboard-admin-password"
     if database.exists():
@@ -125,9 +128,7 @@ def auth_config(folder: Path, user: str, say: Callable[[str], None]) -> dict[str
             env["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
         return env
     if not password:
-        password = secrets.token_urlsafe(18)
-        secret.touch(mode=0o600)
-        secret.write_text(password + "\n", encoding="utf-8")
+        password = _kept_secret(secret)
         say(f"basic auth: user '{user}', password in {secret} (readable only by you); "
             f"set ${PASSWORD_ENV} to choose it")
     else:
@@ -136,9 +137,20 @@ def auth_config(folder: Path, user: str, say: Callable[[str], None]) -> dict[str
     return env
 
 
+def _kept_secret(path: Path) -> str:
+    """A random secret made once and kept in a file only its owner can read."""
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    value = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n", encoding="utf-8")
+    return value
+
+
 def server_command(uri: str, host: str, port: int, artifacts: Path, auth: bool) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-               "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts.resolve())]
+               "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts.resolve()),
+               "--uvicorn-opts", "--log-level warning"]  # no line per request in the user's terminal
     return command + (["--app-name", "basic-auth"] if auth else [])
 
 
@@ -182,6 +194,8 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
                                start_new_session=True)  # its workers are stopped with it, as a group
     try:
         wait_until_up(process, base)
+        if auth:
+            (folder / "dashboard-auth.db").chmod(0o600)  # password hashes: the owner's only
         show(f"MLflow UI: {base}  (tracking store {safe_uri(uri)}; Ctrl-C stops it)")
         _print_links(base, studies, show)
         process.wait()
