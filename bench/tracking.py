@@ -42,7 +42,7 @@ import numpy as np
 from dashboard import layout
 from dashboard.client import artifact_root, open_client
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
-from dashboard.server import DashboardError, _stop, server_command, wait_until_up
+from dashboard.server import SERVER_ENV, DashboardError, _stop, server_command, wait_until_up
 from dashboard.tracker import StudyTracker
 from search_space import InvalidDesign, compile_space, parse, point_cost, space_cost_range
 from search_space.cost import UnknownGeometry
@@ -220,7 +220,7 @@ def front_files(designs: list[Design], objectives: Sequence[Any], study: str, e:
     """What update_front renders (as `StudyTracker._log_front_files` does)."""
     title = f"{study}: Pareto front after {e.finished} trials"
     return {"pareto.csv": pareto_csv(designs, objectives).encode(),
-            "pareto.html": pareto_html(designs, objectives, title, e.hypervolume, e.finished).encode(),
+            "pareto.html": pareto_html(designs, objectives, title, e.hypervolume).encode(),
             "pareto.png": pareto_png(designs, objectives, title)}
 
 
@@ -323,7 +323,8 @@ def with_server(folder: Path, run: Callable[[str], dict[str, Timings]]) -> dict[
     command = server_command(f"sqlite:///{folder}/mlflow.db", "127.0.0.1", port, folder / "mlartifacts",
                              auth=False)
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **SERVER_ENV})  # as `vlmsearch dashboard` runs it
     try:
         base = f"http://127.0.0.1:{port}"
         try:

@@ -66,7 +66,7 @@ def _fit(key: str, value: str, limit: int) -> tuple[str, str]:
 def point_params(config: Mapping[str, Any]) -> dict[str, str]:
     """A canonical point (TrialConfig.canonical()) as MLflow params within MLflow's limits:
     `experts` = the chosen subset in order, then `experts.clip.layers`, `fusion.kind`, ..."""
-    params = {"experts": ",".join(config.get("experts", {}))}
+    params = {"experts": ",".join(config["experts"])} if "experts" in config else {}
     for key, value in flatten(config):
         params[key] = _text(value)
     return dict(_fit(k, v, MAX_PARAM_VALUE) for k, v in params.items())

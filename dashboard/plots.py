@@ -154,7 +154,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def pareto_html(designs: Sequence[Design], objectives: Sequence[Any], title: str,
-                hypervolume: float, finished: int) -> str:
+                hypervolume: float) -> str:
     x, y = axes(objectives)
     shown = _finite(designs, x, y)
     sx, (xl, xh) = _scale([x.value(d) for d in shown], _PAD, _W - 20)
@@ -190,7 +190,7 @@ def pareto_html(designs: Sequence[Design], objectives: Sequence[Any], title: str
             if d.rank == 0:
                 parts.append(f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}" class="label">{d.number}</text>')
     parts.append("</svg>")
-    return _PAGE.format(title=html.escape(title), hv=f"{hypervolume:.6g}", finished=finished,
+    return _PAGE.format(title=html.escape(title), hv=f"{hypervolume:.6g}",
                         svg="\n".join(parts), table=_front_table(designs, objectives))
 
 
@@ -214,7 +214,7 @@ table {{ border-collapse: collapse; margin-top: 10px; }}
 td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; }}
 </style></head><body>
 <h3>{title}</h3>
-<p>hypervolume {hv} after {finished} finished trials. Blue: the Pareto front; grey: dominated;
+<p>hypervolume {hv}. Blue: the Pareto front; grey: dominated;
 red crosses: infeasible. Hover a point for its design.</p>
 {svg}
 {table}

@@ -147,6 +147,11 @@ def _kept_secret(path: Path) -> str:
     return value
 
 
+# MLflow 3 also starts a job runner (8 more processes, ~1.4 GB) for GenAI jobs; the dashboard
+# needs none of it.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def server_command(uri: str, host: str, port: int, artifacts: Path, auth: bool) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
                "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts.resolve()),
@@ -188,10 +193,11 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
     check_port(host, port)
     path = local_sqlite_path(uri)
     folder = path.parent if path is not None else Path("vlmsearch-runs")
-    env = {**os.environ, **(auth_config(folder, user, say) if auth else {})}
+    env = {**os.environ, **SERVER_ENV, **(auth_config(folder, user, say) if auth else {})}
     base = f"http://{browse_host(host)}:{port}"
     process = subprocess.Popen(server_command(uri, host, port, folder / "mlartifacts", auth), env=env,
                                start_new_session=True)  # its workers are stopped with it, as a group
+    stop_on_signals()
     try:
         wait_until_up(process, base)
         if auth:
@@ -199,11 +205,24 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
         show(f"MLflow UI: {base}  (tracking store {safe_uri(uri)}; Ctrl-C stops it)")
         _print_links(base, studies, show)
         process.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         pass
     finally:
         _stop(process)
     return 0
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP: stop the server like Ctrl-C does (it runs in its own session, so it gets
+    no signal of ours and would outlive us)."""
+
+
+def stop_on_signals() -> None:
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 def _print_links(base: str, studies: list[FoundStudy], show: Callable[[str], None]) -> None:

@@ -64,6 +64,7 @@ class StudyTracker:
         self.objectives: list[Any] = []
         self.constraints: list[Any] = []
         self.hypervolume_steps: set[int] = set()
+        self.plotted: tuple[tuple[int, int | None], ...] | None = None  # what the front files show
         self.recorder = recorder_id()
 
     # ---- the study -------------------------------------------------------------------------
@@ -291,15 +292,17 @@ class StudyTracker:
                 Metric("pareto_size", float(front), stamp, finished),
                 Metric("finished_trials", float(finished), stamp, finished)])
             self.hypervolume_steps.add(finished)
-        self._log_front_files(hypervolume, finished)
+        plotted = tuple(sorted((d.number, d.rank) for d in self.designs.values()))
+        if plotted != self.plotted:  # a pruned or failed trial changes nothing drawn
+            self._log_front_files(hypervolume)
+            self.plotted = plotted
 
-    def _log_front_files(self, hypervolume: float, finished: int) -> None:
+    def _log_front_files(self, hypervolume: float) -> None:
         designs = list(self.designs.values())
-        title = f"{self.study}: Pareto front after {finished} trials"
+        title = f"{self.study}: Pareto front of {len(designs)} complete trials"
         with tempfile.TemporaryDirectory(prefix="vlmsearch-front-") as folder:
             files = {"pareto.csv": pareto_csv(designs, self.objectives).encode(),
-                     "pareto.html": pareto_html(designs, self.objectives, title, hypervolume,
-                                                finished).encode(),
+                     "pareto.html": pareto_html(designs, self.objectives, title, hypervolume).encode(),
                      "pareto.png": pareto_png(designs, self.objectives, title)}
             for name, data in files.items():
                 (Path(folder) / name).write_bytes(data)

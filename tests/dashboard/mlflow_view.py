@@ -66,3 +66,19 @@ def assert_mirrors_store(tracking: str, storage: str, study: str = "small") -> L
                 assert run.data.metrics[name] == trial.metrics[name]
     assert seen.pareto() == front and front
     return seen
+
+
+def assert_one_run_per_trial_none_running(tracking: str, storage: str, study: str = "small") -> Logged:
+    """After a killed or interrupted search and its resume: MLflow holds exactly the store's trials,
+    once each, no run is left RUNNING, and `is_pareto` marks the store's front."""
+    seen = logged(tracking, study)
+    with ResultsStore(storage, create=False) as store:
+        stored = {t.number: t for t in store.trials(study)}
+        front = {t.number for t in store.pareto_front(study).trials}
+    assert len(seen.parents) == 1 and seen.parents[0].info.status == "FINISHED"
+    assert seen.numbers() == Counter(list(stored)), "exactly one run per trial"
+    assert not [r.info.run_name for r in seen.children if r.info.status == "RUNNING"]
+    assert {n: r.data.tags["status"] for n, r in seen.by_number.items()} == \
+        {n: t.status for n, t in stored.items()}
+    assert seen.pareto() == front
+    return seen

@@ -71,6 +71,13 @@ def _get(url: str, auth: tuple[str, str] | None = None) -> int:
         return exc.code
 
 
+def _answers(url: str) -> bool:
+    try:
+        return _get(url) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _pareto(study: Study) -> set[int]:
     with ResultsStore(study.storage, create=False) as store:
         return {t.number for t in store.pareto_front(study.name).trials}
@@ -86,6 +93,11 @@ def test_dashboard_serves_the_store_and_prints_the_links(finished_study: Study) 
         assert _get(f"{ui.base}/health") == 200
         listening = [line for line in ui.printed if line.startswith("MLflow UI:")]
         assert listening and "127.0.0.1" in listening[0]
+    # the context stopped the dashboard with SIGTERM: the MLflow server (its own session) went too
+    deadline = time.monotonic() + 30
+    while _answers(f"{ui.base}/health") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _answers(f"{ui.base}/health")
 
 
 def test_auth_refuses_anonymous_requests(finished_study: Study, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from dashboard.client import open_client
+from dashboard.server import SERVER_ENV, _stop, wait_until_up
 from dashboard.tracker import StudyTracker
 from search_space import compile_space, parse
 from search_space.result import Failure, TrialResult
@@ -135,6 +138,26 @@ def test_a_failed_trial_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
     assert "loss became nan" in run.data.tags["failure_message"]
 
 
+def test_a_run_left_running_by_a_dead_search_is_failed_when_the_study_opens(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    first, second = _results(SPACE)[:2]
+    tracker = StudyTracker(open_client(uri), "small")
+    tracker.open(parse(SPACE).space, SPACE, {})
+    tracker.recorder = f"{socket.gethostname()}:{dead}"  # as if that process had started trial 0
+    tracker.start_trial(0, first.config)
+    tracker.recorder = f"{socket.gethostname()}:{os.getpid()}"
+    tracker.start_trial(1, second.config)  # a live search's trial: left alone
+
+    reopened = StudyTracker(open_client(uri), "small")
+    assert reopened.open(parse(SPACE).space, SPACE, {}).orphans_terminated == 1
+    runs = logged(uri).by_number
+    assert runs[0].info.status == "FAILED" and runs[0].data.tags["status"] == "failed"
+    assert "stopped before the trial finished" in runs[0].data.tags["failure_message"]
+    assert runs[1].info.status == "RUNNING"
+
+
 def test_sync_rebuilds_mlflow_from_the_store_without_duplicates(finished_study: Study, tmp_path: Path
                                                                 ) -> None:
     folder = tmp_path / "sync"
@@ -188,14 +211,12 @@ class MlflowServer:
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
              f"sqlite:///{self.folder}/server.db", "--artifacts-destination", str(self.folder / "art"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        from dashboard.server import wait_until_up
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **SERVER_ENV})
 
         wait_until_up(self.process, self.uri)
 
     def stop(self) -> None:
-        from dashboard.server import _stop
-
         if self.process is not None:
             _stop(self.process)
             self.process = None

@@ -15,6 +15,8 @@ import optuna
 import pytest
 
 from search_space.pareto import non_dominated_ranks, objective_matrix
+from storage import ResultsStore
+from tests.dashboard.mlflow_view import assert_one_run_per_trial_none_running
 from tests.trials.search_helpers import SMALL_SPACE, make_spec
 from trials.search.optuna_backend import OptunaBackend
 from trials.search.sinks import MemorySink, Sinks
@@ -159,6 +161,18 @@ def test_kill_9_then_resume_ends_with_exactly_the_requested_trials(tmp_path: Pat
         assert after[number] == event, "a trial finished before the kill is kept as it was"
     study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path}/vlmsearch-runs/results.db")
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    tracking, storage = _stores(tmp_path)
+    seen = assert_one_run_per_trial_none_running(tracking, storage)
+    with ResultsStore(storage, create=False) as store:  # a trial the kill caught, if any, failed in both
+        orphans = {t.number for t in store.trials("small")
+                   if t.failure and "stopped before" in t.failure.message}
+    assert orphans == {n for n, r in seen.by_number.items()
+                       if "stopped before" in r.data.tags.get("failure_message", "")}
+
+
+def _stores(tmp_path: Path) -> tuple[str, str]:
+    """(tracking, storage) of a `vlmsearch run` in tmp_path with the default locations."""
+    return (f"sqlite:///{tmp_path}/vlmsearch-runs/mlflow.db", f"sqlite:///{tmp_path}/vlmsearch-runs/results.db")
 
 
 def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
@@ -177,3 +191,4 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
     assert resumed.returncode == 0, err
     assert len(optuna_finished(tmp_path)) == 3
     assert np.isfinite([t.values[0] for t in optuna_finished(tmp_path) if t.values]).all()
+    assert_one_run_per_trial_none_running(*_stores(tmp_path))
