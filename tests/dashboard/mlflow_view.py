@@ -8,6 +8,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from search_space import compile_space, parse
+from search_space.result import TrialResult
+from search_space.sampling import RandomDraw
 from storage import ResultsStore
 
 
@@ -82,3 +85,18 @@ def assert_one_run_per_trial_none_running(tracking: str, storage: str, study: st
         {n: t.status for n, t in stored.items()}
     assert seen.pareto() == front
     return seen
+
+
+def sample_results(space_text: str) -> list[TrialResult]:
+    """Three complete results of distinct sampled points; the third dominates the first two."""
+    compiled = compile_space(parse(space_text).space)
+    points, seed = [], 0
+    while len(points) < 3:
+        point = compiled.sample(RandomDraw(seed))
+        seed += 1
+        if point.config_hash not in {p.config_hash for p in points}:
+            points.append(point)
+    values = [(0.30, 16), (0.20, 4), (0.35, 4)]
+    return [TrialResult(p, "complete", 12, {"accuracy": a, "visual_tokens": t},
+                        history=[(4, {"accuracy": a / 2, "visual_tokens": t})], study="small", number=i)
+            for i, (p, (a, t)) in enumerate(zip(points, values, strict=True))]

@@ -19,10 +19,9 @@ from dashboard.server import SERVER_ENV, _stop, wait_until_up
 from dashboard.tracker import StudyTracker
 from search_space import compile_space, parse
 from search_space.result import Failure, TrialResult
-from search_space.sampling import RandomDraw
 from storage import ResultsStore
 from tests.dashboard.conftest import SPACE, Study, free_port, vlmsearch
-from tests.dashboard.mlflow_view import assert_mirrors_store, logged
+from tests.dashboard.mlflow_view import assert_mirrors_store, logged, sample_results
 
 
 def test_a_finished_study_mirrors_the_results_store(finished_study: Study) -> None:
@@ -80,24 +79,10 @@ def test_more_trials_move_the_front_and_the_tags_follow(finished_study: Study, t
     assert sorted(m.step for m in history) == list(range(1, 11))  # no step logged twice on resume
 
 
-def _results(space_text: str) -> list[TrialResult]:
-    compiled = compile_space(parse(space_text).space)
-    points, seed = [], 0
-    while len(points) < 3:
-        point = compiled.sample(RandomDraw(seed))
-        seed += 1
-        if point.config_hash not in {p.config_hash for p in points}:
-            points.append(point)
-    values = [(0.30, 16), (0.20, 4), (0.35, 4)]
-    return [TrialResult(p, "complete", 12, {"accuracy": a, "visual_tokens": t},
-                        history=[(4, {"accuracy": a / 2, "visual_tokens": t})], study="small", number=i)
-            for i, (p, (a, t)) in enumerate(zip(points, values, strict=True))]
-
-
 def test_a_dominating_trial_takes_is_pareto_from_the_ones_it_beats(tmp_path: Path) -> None:
     space = parse(SPACE).space
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first, second, third = _results(SPACE)
+    first, second, third = sample_results(SPACE)
     tracker = StudyTracker(open_client(uri), "small", str(tmp_path / "art"))
     tracker.open(space, SPACE, {"sampler": "tpe"})
     tracker.finish_trial(first)
@@ -125,7 +110,7 @@ def test_a_dominating_trial_takes_is_pareto_from_the_ones_it_beats(tmp_path: Pat
 
 def test_a_failed_trial_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first = _results(SPACE)[0]
+    first = sample_results(SPACE)[0]
     failed = TrialResult(first.config, "failed", 3, {}, Failure("nan", "loss became nan at step 3"),
                          study="small", number=0)
     tracker = StudyTracker(open_client(uri), "small")
@@ -142,7 +127,7 @@ def test_a_run_left_running_by_a_dead_search_is_failed_when_the_study_opens(tmp_
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    first, second = _results(SPACE)[:2]
+    first, second = sample_results(SPACE)[:2]
     tracker = StudyTracker(open_client(uri), "small")
     tracker.open(parse(SPACE).space, SPACE, {})
     tracker.recorder = f"{socket.gethostname()}:{dead}"  # as if that process had started trial 0
