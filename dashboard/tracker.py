@@ -282,20 +282,26 @@ class StudyTracker:
                 self._set_tags(child, layout.pareto_tags(ranks.get(number), status))
         for number, design in self.designs.items():
             self.designs[number] = replace(design, rank=ranks.get(number))
-        if finished not in self.hypervolume_steps:
-            from mlflow.entities import Metric
-
-            stamp = now_ms()
-            front = sum(1 for r in ranks.values() if r == 0)
-            self.client.log_batch(self.parent_id, metrics=[
-                Metric("hypervolume", float(hypervolume), stamp, finished),
-                Metric("pareto_size", float(front), stamp, finished),
-                Metric("finished_trials", float(finished), stamp, finished)])
-            self.hypervolume_steps.add(finished)
+        self.log_front_history({finished: (hypervolume, sum(1 for r in ranks.values() if r == 0))})
         plotted = tuple(sorted((d.number, d.rank) for d in self.designs.values()))
         if plotted != self.plotted:  # a pruned or failed trial changes nothing drawn
             self._log_front_files(hypervolume)
             self.plotted = plotted
+
+    def log_front_history(self, history: Mapping[int, tuple[float, int]]) -> None:
+        """The parent's `hypervolume`, `pareto_size` and `finished_trials` at step = finished trials,
+        for the steps it does not hold yet (one batch)."""
+        from mlflow.entities import Metric
+
+        stamp, metrics = now_ms(), []
+        for step, (volume, size) in sorted(history.items()):
+            if step not in self.hypervolume_steps:
+                metrics += [Metric("hypervolume", float(volume), stamp, step),
+                            Metric("pareto_size", float(size), stamp, step),
+                            Metric("finished_trials", float(step), stamp, step)]
+        for part in layout.chunks(metrics, layout.MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.parent_id, metrics=list(part))
+        self.hypervolume_steps.update(history)
 
     def _log_front_files(self, hypervolume: float) -> None:
         designs = list(self.designs.values())

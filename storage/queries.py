@@ -248,11 +248,6 @@ class Queries:
         return finished == row.front_finished
 
     def _recompute(self, study: str, row: Row[Any]) -> tuple[dict[int, int | None], float]:
-        from search_space.cost import space_cost_range
-        from search_space.pareto import study_front
-        from search_space.sampling import compile_space
-
-        space = self.space(study)
         with self.engine.connect() as connection:
             values = connection.execute(
                 select(trials.c.number, metrics.c.name, metrics.c.value)
@@ -263,6 +258,16 @@ class Queries:
         by_number: dict[int, dict[str, float]] = {n: {} for n in complete}
         for number, name, value in values:
             by_number[number][name] = _nan(value)
+        return self._front(study, by_number)
+
+    def _front(self, study: str, by_number: Mapping[int, Mapping[str, float]]
+               ) -> tuple[dict[int, int | None], float]:
+        """Ranks and hypervolume of these complete trials' final metrics, as the search computes them."""
+        from search_space.cost import space_cost_range
+        from search_space.pareto import study_front
+        from search_space.sampling import compile_space
+
+        space = self.space(study)
         numbers = sorted(by_number)
         cost = space_cost_range(compile_space(space))
         bounds = {}
@@ -273,6 +278,20 @@ class Queries:
         ranks, volume = study_front([by_number[n] for n in numbers], space.objectives, space.constraints,
                                     bounds)
         return dict(zip(numbers, ranks, strict=True)), volume
+
+    def front_history(self, study: str, steps: Iterable[int]) -> dict[int, tuple[float, int]]:
+        """(hypervolume, front size) after the first k finished trials, in the order they finished,
+        for each k in `steps` (what a search logged as it went, recomputed)."""
+        never = datetime.min.replace(tzinfo=timezone.utc)
+        finished = sorted(self.trials(study, status=TERMINAL),
+                          key=lambda t: (t.finished_at is None, t.finished_at or never, t.number))
+        out = {}
+        for k in sorted(set(steps)):
+            if 1 <= k <= len(finished):
+                first = {t.number: t.metrics for t in finished[:k] if t.status == "complete"}
+                ranks, volume = self._front(study, first)
+                out[k] = (volume, sum(1 for r in ranks.values() if r == 0))
+        return out
 
     def _load(self, study: str, query: Select[Any]) -> list[StoredTrial]:
         with self.engine.connect() as connection:

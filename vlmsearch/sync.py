@@ -57,6 +57,8 @@ def sync_study(store: Any, study: str, uri: str) -> SyncReport:
         tracker.finish_trial(result)
     ranks, volume = store.ranks(study)
     tracker.update_front(ranks, volume, len(finished))
+    missed = set(range(1, len(finished) + 1)) - tracker.hypervolume_steps  # e.g. during an outage
+    tracker.log_front_history(store.front_history(study, missed))
     if row.status != "running":
         tracker.close(row.status)
     logged = sum(1 for t in finished if t.number not in synced_before)

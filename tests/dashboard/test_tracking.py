@@ -164,10 +164,18 @@ def test_sync_rebuilds_mlflow_from_the_store_without_duplicates(finished_study: 
     (folder / "mlflow.db").unlink()  # MLflow lost entirely: rebuilt from the store
     again = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", tracking, cwd=folder)
     assert again.returncode == 0 and "6 logged now" in again.stdout, again.stderr
-    assert_mirrors_store(tracking, storage)
+    rebuilt = assert_mirrors_store(tracking, storage)
+    assert _volumes(tracking, rebuilt) == pytest.approx(_volumes(finished_study.tracking,
+                                                                 logged(finished_study.tracking)))
     twice = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", tracking, cwd=folder)
     assert "0 logged now, 6 already in MLflow" in twice.stdout
     assert_mirrors_store(tracking, storage)
+
+
+def _volumes(tracking: str, seen) -> dict[int, float]:
+    """The parent's hypervolume by step (finished trials)."""
+    history = MlflowClient(tracking).get_metric_history(seen.parents[0].info.run_id, "hypervolume")
+    return {m.step: m.value for m in history}
 
 
 def test_sync_of_an_unknown_study_exits_2(finished_study: Study) -> None:
@@ -246,8 +254,9 @@ def test_the_server_stopped_midway_then_sync_completes_mlflow(server: MlflowServ
         r.data.tags.get("vlmsearch.synced") != "true" for r in before.children)
     synced = vlmsearch("sync", "--study", "small", "--storage", storage, "--tracking", server.uri, cwd=folder)
     assert synced.returncode == 0, synced.stderr
-    assert_mirrors_store(server.uri, storage)
-    assert logged(server.uri).parents[0].info.status == "FINISHED"
+    synced_view = assert_mirrors_store(server.uri, storage)
+    assert synced_view.parents[0].info.status == "FINISHED"
+    assert sorted(_volumes(server.uri, synced_view)) == [1, 2, 3, 4, 5, 6]  # the outage's steps too
     parent = logged(server.uri).parents[0].info.run_id
     files = {a.path for a in MlflowClient(server.uri).list_artifacts(parent)}
     assert {"pareto.html", "pareto.png", "pareto.csv", "space.yaml"} <= files
