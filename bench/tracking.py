@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ import numpy as np
 from dashboard import layout
 from dashboard.client import artifact_root, open_client
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
-from dashboard.server import SERVER_ENV, DashboardError, _stop, server_command, wait_until_up
+from dashboard.server import DashboardError, start_server, stop_server, wait_until_up
 from dashboard.tracker import StudyTracker
 from search_space import InvalidDesign, compile_space, parse, point_cost, space_cost_range
 from search_space.cost import UnknownGeometry
@@ -51,6 +49,7 @@ from search_space.recorder import recorder_id
 from search_space.result import TrialResult
 from search_space.sampling import RandomDraw
 from search_space.yaml_io import dump_yaml
+from storage.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
@@ -312,19 +311,11 @@ def check_same(client: Any, batched: str, unbatched: str, n: int) -> None:
         len(client.get_metric_history(b[last].info.run_id, "accuracy")) == len(STEPS) + 1
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def with_server(folder: Path, run: Callable[[str], dict[str, Timings]]) -> dict[str, Timings]:
     port, log_path = free_port(), folder / "server.log"
-    command = server_command(f"sqlite:///{folder}/mlflow.db", "127.0.0.1", port, folder / "mlartifacts",
-                             auth=False)
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **SERVER_ENV})  # as `vlmsearch dashboard` runs it
+    with open(log_path, "w", encoding="utf-8") as log:  # started as `vlmsearch dashboard` starts it
+        process = start_server(f"sqlite:///{folder}/mlflow.db", "127.0.0.1", port, folder / "mlartifacts",
+                               output=log)
     try:
         base = f"http://127.0.0.1:{port}"
         try:
@@ -334,7 +325,7 @@ def with_server(folder: Path, run: Callable[[str], dict[str, Timings]]) -> dict[
             raise
         return run(base)
     finally:
-        _stop(process)
+        stop_server(process)
 
 
 def median(values: list[float]) -> float:

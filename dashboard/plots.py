@@ -62,7 +62,7 @@ def summary(config: Mapping[str, Any]) -> str:
 
 def front_of(designs: Sequence[Design], objectives: Sequence[Any]) -> list[Design]:
     """Rank-0 designs, best first on the first objective."""
-    y = Axis(objectives[0].metric, objectives[0].direction == "maximize")
+    _, y = axes(objectives)
     front = [d for d in designs if d.rank == 0]
     return sorted(front, key=lambda d: (-y.value(d) if y.maximize else y.value(d), d.number))
 

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from dashboard import layout
@@ -159,6 +160,16 @@ def server_command(uri: str, host: str, port: int, artifacts: Path, auth: bool) 
     return command + (["--app-name", "basic-auth"] if auth else [])
 
 
+def start_server(uri: str, host: str, port: int, artifacts: Path, auth: bool = False,
+                 env: dict[str, str] | None = None, output: Any = None) -> subprocess.Popen:
+    """`mlflow server` on `uri` in its own session (so its workers stop with it: `stop_server`),
+    without MLflow's job runner. `output`: where its messages go (default: this terminal)."""
+    return subprocess.Popen(server_command(uri, host, port, artifacts, auth),
+                            env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=output,
+                            stderr=subprocess.STDOUT if output is not None else None,
+                            start_new_session=True)
+
+
 def wait_until_up(process: subprocess.Popen, base: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -193,10 +204,9 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
     check_port(host, port)
     path = local_sqlite_path(uri)
     folder = path.parent if path is not None else Path("vlmsearch-runs")
-    env = {**os.environ, **SERVER_ENV, **(auth_config(folder, user, say) if auth else {})}
     base = f"http://{browse_host(host)}:{port}"
-    process = subprocess.Popen(server_command(uri, host, port, folder / "mlartifacts", auth), env=env,
-                               start_new_session=True)  # its workers are stopped with it, as a group
+    process = start_server(uri, host, port, folder / "mlartifacts", auth,
+                           auth_config(folder, user, say) if auth else None)
     stop_on_signals()
     try:
         wait_until_up(process, base)
@@ -208,7 +218,7 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
     except (KeyboardInterrupt, Stopped):
         pass
     finally:
-        _stop(process)
+        stop_server(process)
     return 0
 
 
@@ -237,7 +247,8 @@ def _print_links(base: str, studies: list[FoundStudy], show: Callable[[str], Non
             show(f"  Pareto plot:  {links.plot}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop a process started in its own session, and its children: SIGTERM, then SIGKILL."""
     for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         try:
             os.killpg(process.pid, sig)

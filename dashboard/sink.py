@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from dashboard.client import artifact_root, open_client, safe_uri, scrub_uri
@@ -113,7 +114,7 @@ class MlflowSink:
         for number in sorted(self.unlogged_finishes):
             result = self.results[number]
             merged = {**dict(self.steps.pop(number, [])), **dict(result.history)}
-            self.tracker.finish_trial(_with_history(result, sorted(merged.items())))  # type: ignore[union-attr]
+            self.tracker.finish_trial(replace(result, history=sorted(merged.items())))  # type: ignore[union-attr]
             self.unlogged_finishes.discard(number)
         if self.front_unlogged and self.front is not None:
             front = self.front
@@ -150,9 +151,3 @@ class MlflowSink:
                      f"and retries in {self.backoff:.0f} s")
         log.debug("MLflow failure %d", self.failures, exc_info=True)
         self.backoff = min(MAX_BACKOFF_S, self.backoff * 2)
-
-
-def _with_history(result: TrialResult, history: list[tuple[int, dict[str, float]]]) -> TrialResult:
-    from dataclasses import replace
-
-    return replace(result, history=history)

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-TERMINAL = ("complete", "pruned", "failed")
-
 
 @dataclass(frozen=True)
 class SyncReport:
@@ -44,6 +42,7 @@ def sync_study(store: Any, study: str, uri: str) -> SyncReport:
     whatever MLflow raises when it cannot be reached."""
     from dashboard.client import artifact_root, open_client
     from dashboard.tracker import StudyTracker
+    from storage.queries import TERMINAL
 
     row = store.study_row(study)
     space = store.space(study)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.testing import free_port  # noqa: F401 - the dashboard tests' free loopback port
 from tests.trials.search_helpers import SMALL_SPACE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,12 +19,6 @@ SPACE = SMALL_SPACE.replace("search: {trials: 8,", "search: {trials: 6,")
 def vlmsearch(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vlmsearch", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.server import _stop
+from dashboard.server import stop_server
 from storage import ResultsStore
 from tests.dashboard.conftest import Study, free_port, vlmsearch
 
@@ -57,7 +57,7 @@ def dashboard(study: Study, *args: str, env: dict[str, str] | None = None) -> It
     try:
         yield Dashboard(process, lines, port)
     finally:
-        _stop(process)
+        stop_server(process)
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> int:

@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from dashboard.client import open_client
-from dashboard.server import SERVER_ENV, _stop, wait_until_up
+from dashboard.server import start_server, stop_server, wait_until_up
 from dashboard.tracker import StudyTracker
 from search_space import compile_space, parse
 from search_space.result import Failure, TrialResult
@@ -197,21 +197,16 @@ class MlflowServer:
     def __init__(self, folder: Path) -> None:
         self.folder, self.port = folder, free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-             f"sqlite:///{self.folder}/server.db", "--artifacts-destination", str(self.folder / "art"),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, **SERVER_ENV})
-
+        self.process = start_server(f"sqlite:///{self.folder}/server.db", "127.0.0.1", self.port,
+                                    self.folder / "art", output=subprocess.DEVNULL)
         wait_until_up(self.process, self.uri)
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop_server(self.process)
             self.process = None
 
 
