@@ -222,6 +222,8 @@ class StudyTracker:
             self.client.set_terminated(child.run_id, layout.RUN_STATUS[result.status])
             child.status = layout.RUN_STATUS[result.status]
         self._set_tags(child, {**self._result_tags(result), layout.SYNCED: "true"})
+        if result.failure is None:  # e.g. terminated as an orphan, then finished by a resumed search
+            self._delete_tags(child, ("failure", "failure_message"))
 
     def _result_tags(self, result: TrialResult) -> dict[str, str]:
         ok = result.status in ("complete", "pruned") and feasible(result.metrics, self.constraints)
@@ -241,6 +243,12 @@ class StudyTracker:
         for part in layout.chunks(changed, layout.MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(child.run_id, tags=list(part))
         child.tags.update({t.key: t.value for t in changed})
+
+    def _delete_tags(self, child: ChildRun, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key in child.tags:
+                self.client.delete_tag(child.run_id, key)
+                del child.tags[key]
 
     def _points(self, child: ChildRun) -> dict[tuple[str, int], float]:
         """The (metric, step) -> value points the run holds (read from MLflow once, for a run

@@ -142,6 +142,11 @@ def test_a_run_left_running_by_a_dead_search_is_failed_when_the_study_opens(tmp_
     assert "stopped before the trial finished" in runs[0].data.tags["failure_message"]
     assert runs[1].info.status == "RUNNING"
 
+    reopened.finish_trial(first)  # Optuna had it finished: a resumed search replays it
+    run = logged(uri).by_number[0]
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "complete"
+    assert "failure" not in run.data.tags and "failure_message" not in run.data.tags
+
 
 def test_sync_rebuilds_mlflow_from_the_store_without_duplicates(finished_study: Study, tmp_path: Path
                                                                 ) -> None:
