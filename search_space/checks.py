@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from search_space.components import PROBE_SKILLS, metric_problem
+from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
 from search_space.cost import UnknownGeometry, expert_grid, point_cost
 from search_space.errors import InvalidDesign, Problem
 from search_space.fusions import FUSIONS
@@ -25,14 +25,23 @@ CHECKS: list[Check] = []
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
+VLM_ONLY: set[Check] = set()  # checks of the VLM sections, which other evaluators do not read
+
+
 def _check(fn: Check) -> Check:
     CHECKS.append(fn)
     return fn
 
 
+def _vlm_check(fn: Check) -> Check:
+    VLM_ONLY.add(fn)
+    return _check(fn)
+
+
 def check(space: SearchSpace) -> list[Problem]:
     """Every cross-field problem of `space` (empty when it is sound)."""
-    return [problem for fn in CHECKS for problem in fn(space)]
+    return [problem for fn in CHECKS if space.trains_vlm or fn not in VLM_ONLY
+            for problem in fn(space)]
 
 
 def _value_paths(value: Any, path: tuple) -> list[tuple[tuple, Any]]:
@@ -42,7 +51,7 @@ def _value_paths(value: Any, path: tuple) -> list[tuple[tuple, Any]]:
     return [(path, v) for v in possible_values(value)]
 
 
-@_check
+@_vlm_check
 def subset_bounds(space: SearchSpace) -> list[Problem]:
     pool, bounds, out = list(space.pool), space.subset, []
     base = ("experts", "subset")
@@ -115,7 +124,7 @@ def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Pro
     return out
 
 
-@_check
+@_vlm_check
 def experts(space: SearchSpace) -> list[Problem]:
     out = [p for name, spec in space.pool.items() for p in _expert_problems(space, name, spec)]
     out += _tokens_fit(space)
@@ -144,7 +153,7 @@ def _tokens_fit(space: SearchSpace) -> list[Problem]:
     return out
 
 
-@_check
+@_vlm_check
 def fusion_needs(space: SearchSpace) -> list[Problem]:
     largest = max((len(s) for s in valid_subsets(space)), default=0)
     options = space.fusion_options()
@@ -231,8 +240,11 @@ def search_settings(space: SearchSpace) -> list[Problem]:
     if many and search.early_stopping.kind in ("asha", "hyperband"):
         out.append(Problem(("search", "early_stopping", "kind"), f"{search.early_stopping.kind} "
                            "ranks one objective, but there are several; use mo_asha"))
+    if not space.trains_vlm and search.early_stopping.kind != "none":
+        out.append(Problem(("search", "early_stopping", "kind"), f"evaluator '{space.evaluator}' "
+                           "reports no intermediate results to stop on; use kind: none"))
     steps = max(possible_values(space.train.steps))
-    if search.early_stopping.kind != "none" and search.early_stopping.min_steps >= steps:
+    if space.trains_vlm and search.early_stopping.kind != "none" and search.early_stopping.min_steps >= steps:
         out.append(Problem(("search", "early_stopping", "min_steps"), f"min_steps "
                            f"({search.early_stopping.min_steps}) must be below train.steps "
                            f"({steps}); lower it"))
@@ -244,6 +256,27 @@ def search_settings(space: SearchSpace) -> list[Problem]:
 
 
 @_check
+def evaluator_parameters(space: SearchSpace) -> list[Problem]:
+    """A non-VLM evaluator's parameters: each one it reads, with values it accepts."""
+    allowed = EVALUATORS.get(space.evaluator).parameters
+    if space.trains_vlm or allowed is None:
+        return []
+    out = [Problem(("parameters",), f"evaluator '{space.evaluator}' needs parameter '{name}' "
+                   f"(one of {', '.join(map(str, values))}); add it")
+           for name, values in allowed.items() if name not in space.parameters]
+    for name, value in space.parameters.items():
+        if name not in allowed:
+            out.append(Problem(("parameters", name), f"evaluator '{space.evaluator}': "
+                               + unknown_name_message("parameter", name, list(allowed))))
+            continue
+        for path, v in _value_paths(value, ("parameters", name)):
+            if v not in allowed[name]:
+                out.append(Problem(path, f"parameter '{name}': " + unknown_name_message(
+                    "value", v, list(map(str, allowed[name])))))
+    return out
+
+
+@_vlm_check
 def point_designs(space: SearchSpace) -> list[Problem]:
     """A point (no free parameter) must be buildable: fusion needs, interleave grids."""
     compiled = compile_space(space)
@@ -258,7 +291,7 @@ def point_designs(space: SearchSpace) -> list[Problem]:
     return []
 
 
-@_check
+@_vlm_check
 def seed_points(space: SearchSpace) -> list[Problem]:
     """Seed points must lie in the space (they are enqueued as its parameters)."""
     from search_space.sampling import point_parameters

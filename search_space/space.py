@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from search_space.components import metric_problem
+from search_space.components import EVALUATORS, metric_problem
 from search_space.fusions import PositiveInt
 from search_space.point import (
     DataConfig,
@@ -30,8 +30,9 @@ from search_space.point import (
     ProjectorName,
     TrainConfig,
     fusion_union,
+    registered,
 )
-from search_space.ranges import TAG, Choices, tunable
+from search_space.ranges import TAG, Choices, TunableScalar, tunable
 
 _CACHE: dict[type[BaseModel], type[BaseModel]] = {}
 
@@ -174,16 +175,27 @@ class SearchConfig(Frozen):
     seed: int = 0
 
 
+ParameterName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=100)]
+
+
 class SearchSpace(Frozen):
-    """A whole YAML file. A point is a space with no free parameter."""
+    """A whole YAML file. A point is a space with no free parameter.
+
+    `evaluator: vlm` (the default) trains each design as a VLM from the sections `experts`,
+    `fusion`, `projector`, `positions`, `language_model`, `train`. Any other evaluator reads only
+    `parameters:` (name -> value, `{choices}` or `{low, high}`): the same sampling, study,
+    store and dashboard, over a design that is not a VLM.
+    """
 
     kind_name: ClassVar[str] = "search space"
 
     name: StudyName
+    evaluator: Annotated[str, registered(EVALUATORS)] = "vlm"
+    parameters: dict[ParameterName, TunableScalar] = {}  # type: ignore[valid-type]
     data: DataConfig = DataConfig()
     language_model: LanguageModelSpace = LanguageModelSpace()  # type: ignore[valid-type]
-    experts: ExpertsField
-    fusion: FusionSpace = {"kind": "channel_concat"}  # type: ignore[valid-type]
+    experts: ExpertsField | None = None
+    fusion: FusionSpace = Field({"kind": "channel_concat"}, validate_default=True)  # type: ignore[valid-type]
     projector: tunable(ProjectorName) = "mlp2x_gelu"  # type: ignore[valid-type]
     positions: tunable(PositionName) = "original"  # type: ignore[valid-type]
     train: TrainSpace = TrainSpace()  # type: ignore[valid-type]
@@ -193,8 +205,33 @@ class SearchSpace(Frozen):
     storage: str | None = None
     tracking: str | None = None
 
+    @model_validator(mode="after")
+    def _sections_of_the_evaluator(self) -> SearchSpace:
+        if self.trains_vlm:
+            if self.experts is None:
+                raise ValueError("`experts` is missing: a VLM design needs at least one vision "
+                                 "expert, e.g. experts: {clip: {source: tiny-clip}}")
+            if self.parameters:
+                raise ValueError("`parameters` is read only by a non-VLM evaluator (e.g. "
+                                 "evaluator: nasbench201); tune a VLM through its own sections "
+                                 "(experts, fusion, positions, train, ...)")
+            return self
+        if self.experts is not None:
+            raise ValueError(f"evaluator '{self.evaluator}' trains no VLM, so `experts` would be "
+                             "ignored; remove it, or remove `evaluator` to search VLMs")
+        if not self.parameters:
+            raise ValueError(f"evaluator '{self.evaluator}' reads its design from `parameters:` "
+                             "(name: value, {choices: [...]} or {low, high}); add them")
+        return self
+
+    @property
+    def trains_vlm(self) -> bool:
+        return EVALUATORS.get(self.evaluator).trains_vlm
+
     @property
     def pool(self) -> dict[str, Any]:
+        if self.experts is None:
+            return {}
         return self.experts.pool if isinstance(self.experts, ExpertPool) else dict(self.experts)
 
     @property
@@ -202,6 +239,8 @@ class SearchSpace(Frozen):
         """Bounds of the sampled subset; a fixed `experts:` mapping means all of them."""
         if isinstance(self.experts, ExpertPool):
             return self.experts.subset
+        if self.experts is None:
+            return SubsetBounds()
         n = len(self.experts)
         return SubsetBounds(min=n, max=n, require=list(self.experts))
 

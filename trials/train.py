@@ -54,8 +54,13 @@ def with_steps(point: TrialConfig, steps: int | None) -> TrialConfig:
 
 
 def run_trial(point: TrialConfig, options: TrialOptions | None = None) -> TrialResult:
-    """Train and evaluate `point`; always returns a result (see module docstring)."""
+    """Train and evaluate `point`; always returns a result (see module docstring). A design of
+    a non-VLM evaluator goes to that evaluator."""
     options = options or TrialOptions()
+    if not point.trains_vlm:
+        from trials.evaluators import EVALUATORS
+
+        return EVALUATORS.get(point.evaluator)(point, options)
     point = with_steps(point, options.steps)
     runner = _Runner(point, options)
     try:

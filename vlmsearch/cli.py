@@ -115,6 +115,7 @@ class Listing(str, enum.Enum):
     positions = "positions"
     projectors = "projectors"
     presets = "presets"
+    evaluators = "evaluators"
 
 
 @app.command("list")

@@ -14,6 +14,7 @@ from search_space.point import TrialConfig
 from search_space.result import TrialResult
 from search_space.space import SearchSpace
 from trials.search.sinks import Front, StudyInfo
+from trials.search.study import ANALYTIC
 
 
 def _fmt(value: float) -> str:
@@ -97,6 +98,8 @@ class ProgressView:
 
 
 def describe(point: TrialConfig) -> str:
+    if not point.trains_vlm:
+        return " ".join(f"{k}={v}" for k, v in point.parameters.items())
     experts = "+".join(point.experts)
     return f"{experts} | {point.fusion.kind} | {point.positions}"
 
@@ -110,14 +113,13 @@ def pareto_table(space: SearchSpace, results: list[TrialResult], hypervolume: fl
     table.add_column("#", justify="right")
     for o in space.objectives:
         table.add_column(f"{o.metric} ({'max' if o.direction == 'maximize' else 'min'})", justify="right")
-    for extra in ("visual_tokens", "positions_used"):
-        if extra not in {o.metric for o in space.objectives}:
-            table.add_column(extra, justify="right")
+    extras = [m for m in ANALYTIC if space.trains_vlm and m not in {o.metric for o in space.objectives}]
+    for extra in extras:
+        table.add_column(extra, justify="right")
     table.add_column("design")
     table.add_column("hash")
     for r in front:
         cells = [str(r.number)] + [_fmt(r.metrics[o.metric]) for o in space.objectives]
-        cells += [_fmt(r.metrics[m]) for m in ("visual_tokens", "positions_used")
-                  if m not in {o.metric for o in space.objectives}]
+        cells += [_fmt(r.metrics[m]) for m in extras]
         table.add_row(*cells, describe(r.config), r.config_hash)
     return table

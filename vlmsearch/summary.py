@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from search_space.components import METRICS, POSITIONS, PROJECTORS
+from search_space.components import EVALUATORS, METRICS, POSITIONS, PROJECTORS
 from search_space.cost import UnknownGeometry, point_cost, space_cost_range
 from search_space.errors import InvalidDesign, SpaceError
 from search_space.fusions import FUSIONS
 from search_space.load import Loaded
+from search_space.point import TrialConfig
 from search_space.presets import FAMILIES, LM_PRESETS, PRESETS
-from search_space.sampling import compile_space
+from search_space.sampling import CompiledSpace, compile_space
 
 
 def describe_errors(error: SpaceError) -> str:
@@ -34,25 +35,17 @@ def summarize(loaded: Loaded) -> str:
         point = compiled.only_point()
         lines.append(f"{loaded.source}: valid point '{space.name}' (config hash {point.config_hash})")
         lines.append("  free parameters: 0")
-        try:
-            cost = point_cost(point)
-            shown = " + ".join(f"{h}x{w}" for h, w in cost.groups)
-            lines.append(f"  visual tokens: {cost.visual_tokens}  (groups {shown})")
-            lines.append(f"  positions used: {cost.positions_used}  ({point.positions})")
-        except (UnknownGeometry, InvalidDesign) as exc:
-            lines.append(f"  visual tokens: unknown ({exc})")
+        lines += _point_cost_lines(point) if point.trains_vlm else [
+            f"  evaluator: {point.evaluator}; parameters: "
+            + ", ".join(f"{k}={v}" for k, v in point.parameters.items())]
     else:
         size = compiled.size()
         lines.append(f"{loaded.source}: valid search space '{space.name}'")
         lines.append(f"  free parameters ({len(free)}): {', '.join(free)}")
         unbounded = f"unbounded (continuous: {', '.join(compiled.continuous_parameters())})"
         lines.append(f"  space size: {size if size is not None else unbounded}")
-        lines.append(f"  expert subsets: {len(compiled.subsets)} of pool "
-                     f"{', '.join(space.pool)}")
-        lines.append(f"  fusion kinds: {', '.join(o.label for o in compiled.fusions)}")
-        cost = space_cost_range(compiled)
-        lines.append(f"  visual tokens: {_span(cost.tokens, cost.complete)}")
-        lines.append(f"  positions used: {_span(cost.positions, cost.complete)}")
+        lines += _vlm_lines(compiled) if space.trains_vlm else [
+            f"  evaluator: {space.evaluator} ({EVALUATORS.description(space.evaluator)})"]
     if space.objectives:
         lines.append("  objectives: " + ", ".join(f"{o.direction} {o.metric}"
                                                    for o in space.objectives))
@@ -65,6 +58,24 @@ def summarize(loaded: Loaded) -> str:
         lines.append(f"  search: {s.backend}/{s.sampler}, {s.trials} trials, concurrency "
                      f"{s.concurrency}, early stopping {s.early_stopping.kind}")
     return "\n".join(lines)
+
+
+def _point_cost_lines(point: TrialConfig) -> list[str]:
+    try:
+        cost = point_cost(point)
+    except (UnknownGeometry, InvalidDesign) as exc:
+        return [f"  visual tokens: unknown ({exc})"]
+    shown = " + ".join(f"{h}x{w}" for h, w in cost.groups)
+    return [f"  visual tokens: {cost.visual_tokens}  (groups {shown})",
+            f"  positions used: {cost.positions_used}  ({point.positions})"]
+
+
+def _vlm_lines(compiled: CompiledSpace) -> list[str]:
+    cost = space_cost_range(compiled)
+    return [f"  expert subsets: {len(compiled.subsets)} of pool {', '.join(compiled.space.pool)}",
+            f"  fusion kinds: {', '.join(o.label for o in compiled.fusions)}",
+            f"  visual tokens: {_span(cost.tokens, cost.complete)}",
+            f"  positions used: {_span(cost.positions, cost.complete)}"]
 
 
 def _presets() -> list[str]:
@@ -81,7 +92,7 @@ def _presets() -> list[str]:
 def registry_lines(what: str) -> list[str]:
     """One line per registry entry: name, then what it is."""
     registries = {"experts": FAMILIES, "fusions": FUSIONS, "positions": POSITIONS,
-                  "projectors": PROJECTORS, "metrics": METRICS}
+                  "projectors": PROJECTORS, "metrics": METRICS, "evaluators": EVALUATORS}
     if what == "presets":
         return _presets()
     registry = registries[what]

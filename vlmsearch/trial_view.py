@@ -16,6 +16,10 @@ def run_with_progress(point: TrialConfig, steps: int | None, device: str, run_di
                       console: Console) -> TrialResult:
     from trials.train import TrialOptions, default_cache, run_trial
 
+    if not point.trains_vlm:  # looked up or computed by its evaluator: nothing to show meanwhile
+        result = run_trial(point, TrialOptions(steps=steps, device=device))
+        result.study, result.number = point.name, 0
+        return result
     total = steps or point.train.steps
     cache = default_cache(run_dir)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

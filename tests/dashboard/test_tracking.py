@@ -113,7 +113,7 @@ def test_a_failed_trial_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
     first = sample_results(SPACE)[0]
     failed = TrialResult(first.config, "failed", 3, {}, Failure("nan", "loss became nan at step 3"),
                          study="small", number=0)
-    tracker = StudyTracker(open_client(uri), "small")
+    tracker = StudyTracker(open_client(uri), "small", str(tmp_path / "art"))
     tracker.open(parse(SPACE).space, SPACE, {})
     tracker.finish_trial(failed)
     run = logged(uri).by_number[0]
@@ -128,14 +128,14 @@ def test_a_run_left_running_by_a_dead_search_is_failed_when_the_study_opens(tmp_
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
     first, second = sample_results(SPACE)[:2]
-    tracker = StudyTracker(open_client(uri), "small")
+    tracker = StudyTracker(open_client(uri), "small", str(tmp_path / "art"))
     tracker.open(parse(SPACE).space, SPACE, {})
     tracker.recorder = f"{socket.gethostname()}:{dead}"  # as if that process had started trial 0
     tracker.start_trial(0, first.config)
     tracker.recorder = f"{socket.gethostname()}:{os.getpid()}"
     tracker.start_trial(1, second.config)  # a live search's trial: left alone
 
-    reopened = StudyTracker(open_client(uri), "small")
+    reopened = StudyTracker(open_client(uri), "small", str(tmp_path / "art"))
     assert reopened.open(parse(SPACE).space, SPACE, {}).orphans_terminated == 1
     runs = logged(uri).by_number
     assert runs[0].info.status == "FAILED" and runs[0].data.tags["status"] == "failed"

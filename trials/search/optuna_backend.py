@@ -110,8 +110,11 @@ class OptunaBackend:
 
     def design_of_space(self) -> dict[str, Any]:
         dump = self.spec.space.model_dump(mode="json")
-        return {k: dump[k] for k in ("data", "language_model", "experts", "fusion", "projector",
-                                     "positions", "train", "objectives", "constraints")}
+        keys = ("data", "language_model", "experts", "fusion", "projector", "positions", "train",
+                "objectives", "constraints")
+        if not self.spec.space.trains_vlm:  # (absent for a VLM: studies made before keep matching)
+            keys = ("evaluator", "parameters", "objectives", "constraints")
+        return {k: dump[k] for k in keys}
 
     def check_resumable(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
