@@ -124,7 +124,7 @@ class TrialConfig(Frozen):
     parameters: dict[str, Scalar] = {}  # type: ignore[valid-type]
     data: DataConfig = DataConfig()
     language_model: LanguageModelConfig = LanguageModelConfig()
-    experts: Annotated[dict[str, ExpertConfig], Field(min_length=1)] = {}
+    experts: dict[str, ExpertConfig] = {}  # at least one for a VLM (checked below)
     fusion: Fusion = ChannelConcat()
     projector: ProjectorName = "mlp2x_gelu"
     positions: PositionName = "original"
@@ -133,7 +133,8 @@ class TrialConfig(Frozen):
     @model_validator(mode="after")
     def _has_experts(self) -> TrialConfig:
         if self.trains_vlm and not self.experts:
-            raise ValueError("`experts` is missing: a VLM design needs at least one vision expert")
+            raise ValueError("`experts` is missing or empty: a VLM design needs at least one vision "
+                             "expert")
         return self
 
     @property

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from search_space.load import load, parse
+from search_space.point import TrialConfig
 from search_space.ranges import IntRange
 from search_space.sampling import RandomDraw, compile_space
 from tests.search_space.test_malformed import BASE, run_cli, write
@@ -46,6 +47,7 @@ def test_a_point_round_trips_through_its_yaml_and_keeps_its_hash() -> None:
     point = compile_space(parse(CELL).space).sample(RandomDraw(0))
     again = compile_space(parse(yaml.safe_dump(point.to_yaml_data())).space).only_point()
     assert again == point and again.config_hash == point.config_hash
+    assert TrialConfig.model_validate_json(point.model_dump_json()) == point  # how Ray ships it
     shuffled = dict(reversed(list(point.parameters.items())))
     assert point.model_copy(update={"parameters": shuffled}).config_hash == point.config_hash
 
