@@ -160,6 +160,27 @@ def report(runs: dict[str, list[dict]], trials: int) -> None:
         for method in table:
             gaps = [(1 - table[method][c]) / max(1e-12, 1 - table["random"][c]) for c in points]
             print(f"{method:<16}" + "".join(f"{g:>18.2f}" for g in gaps))
+        paired(runs, points, trials)
+
+
+def paired(runs: dict[str, list[dict]], points: list[int], trials: int) -> None:
+    """Each method against random search on the same seed (same first draws)."""
+    random = {r["seed"]: r["ratios"] for r in runs["random"]}
+    print(f"\npaired by seed, method - random (mean +- s.e., seeds better); trials to reach random's "
+          f"{trials}-trial ratio on the same seed (median; runs that got there)")
+    for method, results in runs.items():
+        if method == "random":
+            continue
+        mine = [r for r in results if r["seed"] in random]
+        cells = []
+        for c in points:
+            diff = [r["ratios"][c - 1] - random[r["seed"]][c - 1] for r in mine]
+            m, se = mean_se(diff)
+            cells.append(f"{m:+.4f} +- {se:.4f} ({sum(d > 0 for d in diff)}/{len(diff)})".rjust(26))
+        reach = [t for t in (trials_to(r["ratios"], random[r["seed"]][trials - 1]) for r in mine)
+                 if t is not None]
+        median = f"{statistics.median(reach):.0f}" if reach else "-"
+        print(f"{method:<10}{''.join(cells)}{f'{median} ({len(reach)}/{len(mine)})':>14}")
 
 
 def main() -> None:
