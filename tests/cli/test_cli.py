@@ -21,7 +21,7 @@ def vlmsearch(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=ROOT, timeout=120)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "comm_point", "mousi", "comm", "eagle"])
+@pytest.mark.parametrize("name", ["quickstart", "comm_point", "mousi", "comm", "eagle", "planted"])
 def test_every_example_validates(name: str) -> None:
     result = vlmsearch("check", f"examples/{name}.yaml")
     assert result.returncode == 0, result.stderr

@@ -4,8 +4,11 @@ Each skill needs a different kind of vision, so different experts, fusions and p
 win on different skills: color (any expert), shape and count (spatial detail), position and
 relation (where things are), small_text (a real handwritten digit from scikit-learn's bundled
 8x8 digits, 1/12 of the image side: readable by an expert that sees the image at 96 px, not by
-one that sees it at 24 px). Train and eval come from separate RNG streams, use disjoint halves
-of the digits and never share an image.
+one that sees it at 24 px). The digit sits in one of four fixed slots, the cells of a
+digit-sized grid around the image centre (one patch of an 8 px-patch ViT at 96 px), so a short
+budget can learn to read it at high resolution; anywhere in the image, it stayed at chance
+even for an expert that saw it whole. Train and eval come from separate RNG streams, use
+disjoint halves of the digits and never share an image.
 """
 
 from __future__ import annotations
@@ -173,12 +176,25 @@ def _relation(pen: _Pen, img: np.ndarray) -> tuple[str, str, list[Box]]:
     return RELATION_QUESTIONS[axis], first, boxes
 
 
+def digit_slots(image_size: int) -> tuple[tuple[int, int], ...]:
+    """Where a digit may sit: (y0, x0) of the 2x2 digit-sized cells around the image centre.
+
+    The cells lie on the grid of `digit_side` squares, so at 96 px each is one patch of an
+    8 px-patch ViT; a reader looks in four places, not anywhere (which no short budget learns).
+    """
+    side = digit_side(image_size)
+    centre = image_size // 2 // side * side  # the grid line at or above/left of the centre
+    return tuple((y, x) for y in (centre - side, centre) for x in (centre - side, centre))
+
+
 def _small_text(pen: _Pen, img: np.ndarray) -> tuple[str, str, list[Box]]:
-    """A real handwritten digit, `digit_side` px wide, anywhere; ink blended onto the background."""
+    """A real handwritten digit, `digit_side` px wide, in one of the `digit_slots`; its ink
+    blended onto the background."""
     images, labels = pen.digits
     i = int(pen.rng.integers(len(images)))
     side = digit_side(pen.size)
-    y0, x0 = (int(pen.rng.integers(1, pen.size - side)) for _ in range(2))
+    row, col = (int(pen.rng.integers(2)) for _ in range(2))  # as many draws as a free spot took
+    y0, x0 = digit_slots(pen.size)[2 * row + col]
     nearest = np.arange(side) * images.shape[1] // side  # digit row/column of each drawn one
     ink = images[i][np.ix_(nearest, nearest)][..., None]  # (side, side, 1) in [0, 1]
     cell = img[y0:y0 + side, x0:x0 + side]
