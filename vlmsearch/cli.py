@@ -61,8 +61,13 @@ def trial(
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None
+    from vlmsearch.search import data_problem
     from vlmsearch.trial_view import run_with_progress
 
+    problem = data_problem(point.data, point.trains_vlm)
+    if problem:
+        err.print(f"{file}: {problem}", markup=False)
+        raise typer.Exit(2)
     result = run_with_progress(point, steps, device, run_dir, err)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")

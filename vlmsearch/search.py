@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -90,6 +91,10 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     except SearchError as exc:
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
+    problem = data_problem(loaded.space.data, loaded.space.trains_vlm)
+    if problem:  # before the study exists: a broken data set leaves nothing behind
+        err.print(f"{loaded.source}: {problem}", markup=False)
+        return 2
     store = open_results_store(spec.storage, err)
     if store is None:
         return 2
@@ -116,6 +121,19 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     results = sorted(state.results.values(), key=lambda r: r.number or 0)
     out.print(pareto_table(spec.space, results, state.front.hypervolume))
     return 0
+
+
+def data_problem(data: Any, trains_vlm: bool = True) -> str | None:
+    """Why the data set every trial reads cannot be used (files, images), or None."""
+    if not trains_vlm:
+        return None
+    from trials.data import check_data
+
+    try:
+        check_data(data)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def tracking_sink(uri: str, err: Console):  # -> MlflowSink | None (off) | False (bad URI)

@@ -60,3 +60,14 @@ BENCHMARKS: Registry[Loader] = Registry("benchmark")
 def load_benchmark(cfg: DataConfig) -> tuple[QADataset, QADataset]:
     """The (train, eval) splits of the point's benchmark."""
     return BENCHMARKS.get(cfg.benchmark)(cfg)
+
+
+# Benchmarks read from files the user supplies register a check here: run once before a search or
+# a trial, it raises ValueError naming what is wrong, so a broken data set is bad input (exit 2)
+# rather than every trial failing on it. A generated benchmark (the probe) needs none.
+DATA_CHECKS: Registry[Callable[[DataConfig], None]] = Registry("data check")
+
+
+def check_data(cfg: DataConfig) -> None:
+    if cfg.benchmark in DATA_CHECKS:
+        DATA_CHECKS.get(cfg.benchmark)(cfg)

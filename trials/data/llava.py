@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from search_space.point import DataConfig
-from trials.data.base import BENCHMARKS, QADataset
+from trials.data.base import BENCHMARKS, DATA_CHECKS, QADataset
 
 MAX_CLOSED = 50      # a skill with more distinct answers than this is open-ended
 DEFAULT_SKILL = "vqa"
@@ -204,3 +204,9 @@ def exact_match(prediction: str, answers: str | Sequence[str]) -> bool:
     references = [answers] if isinstance(answers, str) else answers
     normal = vqa_normalize(prediction)
     return any(normal == vqa_normalize(answer) for answer in references)
+
+
+@DATA_CHECKS.decorator("llava", "the file parses, has enough records, and every chosen image opens")
+def check_llava(cfg: DataConfig) -> None:
+    """What a trial would load, decoded at a small size: raises DataError naming each problem."""
+    load_llava(cfg.model_copy(update={"image_size": 16}))
