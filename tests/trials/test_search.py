@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
+from search_space import parse
 from search_space.pareto import non_dominated_ranks, objective_matrix
 from storage import ResultsStore
 from tests.dashboard.mlflow_view import assert_one_run_per_trial_none_running
@@ -192,3 +194,46 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
     assert len(optuna_finished(tmp_path)) == 3
     assert np.isfinite([t.values[0] for t in optuna_finished(tmp_path) if t.values]).all()
     assert_one_run_per_trial_none_running(*_stores(tmp_path))
+
+
+def test_two_searches_on_one_study_share_the_work(tmp_path: Path) -> None:
+    """Two terminals on one study (the second with --resume): together exactly the requested
+    trials, each once, both trained some, and the store's front is the front of all of them."""
+    (tmp_path / "space.yaml").write_text(SPACE.replace(
+        "early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}", "early_stopping: {kind: none}"))
+    first = run_cli(tmp_path, "--trials", "8", "--concurrency", "1")
+    deadline = time.time() + 120
+    while not optuna_running_or_done(tmp_path) and time.time() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.2)
+    second = run_cli(tmp_path, "--trials", "8", "--concurrency", "1", "--resume")
+    for search in (first, second):
+        out, err = search.communicate(timeout=600)
+        assert search.returncode == 0, err
+        assert "of 8 trials" in out, out
+    assert len(optuna_finished(tmp_path)) == 8
+    events = finished_events(tmp_path)
+    assert sorted(e["number"] for e in events) == sorted({e["number"] for e in events}), "each once"
+    tracking, storage = _stores(tmp_path)
+    with ResultsStore(storage, create=False) as store:
+        trials = store.trials("small")
+        assert len(trials) == 8 and all(t.status in ("complete", "failed") for t in trials)
+        with sqlite3.connect(f"{tmp_path}/vlmsearch-runs/results.db") as db:
+            writers = db.execute("SELECT DISTINCT recorded_by FROM vs_trials").fetchall()
+        assert len(writers) == 2, "both searches trained some"
+        ranks, _ = store.ranks("small")
+        space = parse(SPACE).space
+        complete = [t for t in trials if t.status == "complete"]
+        feasible = [t for t in complete if t.metrics["visual_tokens"] <= 24]
+        truth = non_dominated_ranks(objective_matrix([t.metrics for t in feasible], space.objectives))
+        assert {t.number for t, r in zip(feasible, truth, strict=True) if r == 0} == \
+            {n for n, r in ranks.items() if r == 0}
+    assert_one_run_per_trial_none_running(tracking, storage)
+
+
+def optuna_running_or_done(tmp_path: Path) -> bool:
+    try:
+        study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path}/vlmsearch-runs/results.db")
+    except Exception:  # not created yet
+        return False
+    return bool(study.trials)

@@ -156,11 +156,8 @@ class OptunaBackend:
             study.enqueue_trial(params, skip_if_exists=True)
 
     def load_history(self, study: optuna.Study) -> None:
+        self.absorb(study)
         for frozen in study.get_trials(deepcopy=False, states=TERMINAL):
-            if RESULT in frozen.user_attrs and not frozen.user_attrs.get(INTERRUPTED):
-                result = result_from_json(frozen.user_attrs[RESULT], self.spec.space.name)
-                result.study, result.number = self.spec.study, frozen.number
-                self.state.results[frozen.number] = result
             for key, metrics in frozen.user_attrs.items():
                 if key.startswith("rung_") and self.moasha:
                     self.moasha.record(int(key[5:]), frozen.number, metrics)
@@ -198,6 +195,9 @@ class OptunaBackend:
                 self.loop(study, pool, manager, events)
         finally:
             manager.shutdown()
+        self.absorb(study)  # what other searches on the study finished meanwhile: the whole front
+        self.state.recompute()
+        self.sinks.front_updated(self.spec.study, self.state.front)
         return self.state
 
     def loop(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, events: Any) -> None:
@@ -209,20 +209,44 @@ class OptunaBackend:
                 for future in [f for f in running if f.done()]:
                     self.tell(study, running.pop(future), future)
                     beat.set(running.values())
-                while len(running) < self.spec.concurrency and \
-                        self.finished_count(study) + len(running) < self.spec.trials:
+                while len(running) < self.spec.concurrency and self.open_slots(study) > 0:
                     started = self.start(study, pool, manager, events)
                     if started:
                         running[started[0]] = started[1]
                         beat.set(running.values())
                 if not running:
-                    return
+                    if self.finished_count(study) >= self.spec.trials:
+                        return
+                    self.wait_for_others(study)  # another search on this study runs the rest
                 time.sleep(0.05)
         except KeyboardInterrupt:
             self.interrupt(study, pool, running)
             raise
         finally:
             beat.stop()
+
+    def open_slots(self, study: optuna.Study) -> int:
+        """Trials still to start: the requested count less those finished or running in the study,
+        by this search or another on the same study (two terminals, two cluster jobs)."""
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        return self.spec.trials - self.finished_count(study) - running
+
+    def wait_for_others(self, study: optuna.Study) -> None:
+        """Nothing of ours runs but the study is short: other searches' trials are running. Wait
+        for them; those of a search that died go stale, fail and are queued again (then ours)."""
+        time.sleep(HEARTBEAT_S)
+        fail_stale_trials(study)
+        self.fail_heartbeatless(study)
+        self.absorb(study)
+
+    def absorb(self, study: optuna.Study) -> None:
+        """Results other searches on this study finished, into this one's front."""
+        for frozen in study.get_trials(deepcopy=False, states=TERMINAL):
+            if frozen.number not in self.state.results and RESULT in frozen.user_attrs \
+                    and not frozen.user_attrs.get(INTERRUPTED):
+                result = result_from_json(frozen.user_attrs[RESULT], self.spec.space.name)
+                result.study, result.number = self.spec.study, frozen.number
+                self.state.results[frozen.number] = result
 
     def start(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, events: Any
               ) -> tuple[Future[TrialResult], _Running] | None:
@@ -298,6 +322,7 @@ class OptunaBackend:
             trial.set_user_attr("failure_reason", result.failure.reason if result.failure else "error")
             study.tell(trial, state=TrialState.FAIL)
         self.asked.pop(trial.number, None)
+        self.absorb(study)  # the front covers every search's trials, not only this one's
         self.state.finish(result)
 
     def constrain(self, trial: optuna.Trial, result: TrialResult) -> None:

@@ -117,6 +117,7 @@ class JsonLinesSink:
             handle.write(json.dumps(record) + "\n")
 
     def study_started(self, study: StudyInfo) -> None:
+        self.written |= self._finished_numbers()  # another search on the study may have added some
         self._write({"event": "study_started", "study": study.name, "settings": study.settings})
 
     def trial_started(self, study: str, number: int, point: TrialConfig) -> None:
