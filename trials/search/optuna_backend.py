@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search_space.point import TrialConfig
 from search_space.registry import Registry
@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S = 5, 20
 RESULT, INTERRUPTED = "result", "interrupted"
 TERMINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _recorded(frozen: FrozenTrial) -> bool:
+    """A finished trial whose result counts (not one an interrupted search queued again)."""
+    return RESULT in frozen.user_attrs and not frozen.user_attrs.get(INTERRUPTED)
 
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -164,8 +169,7 @@ class OptunaBackend:
         self.state.recompute()
 
     def finished_count(self, study: optuna.Study) -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False, states=TERMINAL)
-                   if RESULT in t.user_attrs and not t.user_attrs.get(INTERRUPTED))
+        return sum(1 for t in study.get_trials(deepcopy=False, states=TERMINAL) if _recorded(t))
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -228,8 +232,9 @@ class OptunaBackend:
     def open_slots(self, study: optuna.Study) -> int:
         """Trials still to start: the requested count less those finished or running in the study,
         by this search or another on the same study (two terminals, two cluster jobs)."""
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        return self.spec.trials - self.finished_count(study) - running
+        trials = study.get_trials(deepcopy=False, states=(*TERMINAL, TrialState.RUNNING))
+        taken = sum(1 for t in trials if t.state == TrialState.RUNNING or _recorded(t))
+        return self.spec.trials - taken
 
     def wait_for_others(self, study: optuna.Study) -> None:
         """Nothing of ours runs but the study is short: other searches' trials are running. Wait
@@ -242,8 +247,7 @@ class OptunaBackend:
     def absorb(self, study: optuna.Study) -> None:
         """Results other searches on this study finished, into this one's front."""
         for frozen in study.get_trials(deepcopy=False, states=TERMINAL):
-            if frozen.number not in self.state.results and RESULT in frozen.user_attrs \
-                    and not frozen.user_attrs.get(INTERRUPTED):
+            if frozen.number not in self.state.results and _recorded(frozen):
                 result = result_from_json(frozen.user_attrs[RESULT], self.spec.space.name)
                 result.study, result.number = self.spec.study, frozen.number
                 self.state.results[frozen.number] = result

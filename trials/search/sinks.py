@@ -97,7 +97,7 @@ class JsonLinesSink:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.written = self._finished_numbers()  # a resumed search replays; write each once
+        self.written: set[tuple[str, int]] = set()  # read at study_started: a resumed search replays
 
     def _finished_numbers(self) -> set[tuple[str, int]]:
         if not self.path.exists():
@@ -117,7 +117,7 @@ class JsonLinesSink:
             handle.write(json.dumps(record) + "\n")
 
     def study_started(self, study: StudyInfo) -> None:
-        self.written |= self._finished_numbers()  # another search on the study may have added some
+        self.written |= self._finished_numbers()  # this or another search's, up to now: write each once
         self._write({"event": "study_started", "study": study.name, "settings": study.settings})
 
     def trial_started(self, study: str, number: int, point: TrialConfig) -> None:
