@@ -70,6 +70,15 @@ class CostRange:
     positions: tuple[int, int] | None
     complete: bool = True              # False: some experts' grids are unknown (no `tokens`)
 
+    def reference_bounds(self) -> dict[str, float]:
+        """Just past the worst analytic cost: the hypervolume's reference for these objectives."""
+        bounds = {}
+        if self.tokens:
+            bounds["visual_tokens"] = self.tokens[1] + 1.0
+        if self.positions:
+            bounds["positions_used"] = self.positions[1] + 1.0
+        return bounds
+
 
 def space_cost_range(compiled: CompiledSpace) -> CostRange:
     """Smallest and largest visual_tokens / positions_used over every point of the space."""

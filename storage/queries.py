@@ -258,26 +258,15 @@ class Queries:
         by_number: dict[int, dict[str, float]] = {n: {} for n in complete}
         for number, name, value in values:
             by_number[number][name] = _nan(value)
-        return self._front(study, by_number)
+        return _front(*self._frame(study), by_number)
 
-    def _front(self, study: str, by_number: Mapping[int, Mapping[str, float]]
-               ) -> tuple[dict[int, int | None], float]:
-        """Ranks and hypervolume of these complete trials' final metrics, as the search computes them."""
+    def _frame(self, study: str) -> tuple[Any, dict[str, float]]:
+        """The study's space and its hypervolume reference bounds, as the search computes them."""
         from search_space.cost import space_cost_range
-        from search_space.pareto import study_front
         from search_space.sampling import compile_space
 
         space = self.space(study)
-        numbers = sorted(by_number)
-        cost = space_cost_range(compile_space(space))
-        bounds = {}
-        if cost.tokens:
-            bounds["visual_tokens"] = cost.tokens[1] + 1.0
-        if cost.positions:
-            bounds["positions_used"] = cost.positions[1] + 1.0
-        ranks, volume = study_front([by_number[n] for n in numbers], space.objectives, space.constraints,
-                                    bounds)
-        return dict(zip(numbers, ranks, strict=True)), volume
+        return space, space_cost_range(compile_space(space)).reference_bounds()
 
     def front_history(self, study: str, steps: Iterable[int]) -> dict[int, tuple[float, int]]:
         """(hypervolume, front size) after the first k finished trials, in the order they finished,
@@ -285,11 +274,11 @@ class Queries:
         never = datetime.min.replace(tzinfo=timezone.utc)
         finished = sorted(self.trials(study, status=TERMINAL),
                           key=lambda t: (t.finished_at is None, t.finished_at or never, t.number))
-        out = {}
+        out, frame = {}, self._frame(study)
         for k in sorted(set(steps)):
             if 1 <= k <= len(finished):
                 first = {t.number: t.metrics for t in finished[:k] if t.status == "complete"}
-                ranks, volume = self._front(study, first)
+                ranks, volume = _front(*frame, first)
                 out[k] = (volume, sum(1 for r in ranks.values() if r == 0))
         return out
 
@@ -316,3 +305,14 @@ class Queries:
 def _final(name: str, condition: Any) -> Any:
     return exists().where(metrics.c.trial_id == trials.c.id, metrics.c.final, metrics.c.name == name,
                           condition)
+
+
+def _front(space: Any, bounds: Mapping[str, float], by_number: Mapping[int, Mapping[str, float]]
+           ) -> tuple[dict[int, int | None], float]:
+    """Ranks and hypervolume of these complete trials' final metrics, as the search computes them."""
+    from search_space.pareto import study_front
+
+    numbers = sorted(by_number)
+    ranks, volume = study_front([by_number[n] for n in numbers], space.objectives, space.constraints,
+                                bounds)
+    return dict(zip(numbers, ranks, strict=True)), volume

@@ -91,12 +91,7 @@ class StudyState:
         self.spec, self.sinks = spec, sinks
         self.compiled: CompiledSpace = compile_space(spec.space)
         self.results: dict[int, TrialResult] = {}
-        cost = space_cost_range(self.compiled)
-        self.bounds = {}
-        if cost.tokens:
-            self.bounds["visual_tokens"] = cost.tokens[1] + 1.0
-        if cost.positions:
-            self.bounds["positions_used"] = cost.positions[1] + 1.0
+        self.bounds = space_cost_range(self.compiled).reference_bounds()
         self.front = Front({}, 0.0, 0)
 
     def completed_with(self, config_hash: str) -> TrialResult | None:
