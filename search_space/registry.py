@@ -33,6 +33,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
+        self._broken: dict[str, str] = {}  # name -> why its plugin could not be registered
 
     def register(self, name: str, entry: T, description: str = "") -> T:
         if name in self._entries:
@@ -49,9 +50,19 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def broken(self, name: str, why: str) -> None:
+        """Remember that the plugin providing `name` could not be registered, and why."""
+        self._broken[name] = why
+
+    def unknown(self, name: str) -> str:
+        """Why `name` is not here: its plugin failed to load, or a "did you mean"."""
+        if name in self._broken:
+            return f"{self.kind} '{name}' is unavailable: {self._broken[name]}"
+        return unknown_name_message(self.kind, name, self.names())
+
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise KeyError(unknown_name_message(self.kind, name, self.names()))
+            raise KeyError(self.unknown(name))
         return self._entries[name]
 
     def description(self, name: str) -> str:

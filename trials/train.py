@@ -57,18 +57,35 @@ def run_trial(point: TrialConfig, options: TrialOptions | None = None) -> TrialR
     """Train and evaluate `point`; always returns a result (see module docstring). A design of
     a non-VLM evaluator goes to that evaluator."""
     options = options or TrialOptions()
-    if not point.trains_vlm:
-        from trials.evaluators import EVALUATORS
+    runner = _Runner(with_steps(point, options.steps) if point.trains_vlm else point, options)
+    return finite(guarded(runner))
 
-        return EVALUATORS.get(point.evaluator)(point, options)
-    point = with_steps(point, options.steps)
-    runner = _Runner(point, options)
-    try:
+
+def _evaluate(runner: _Runner) -> TrialResult:
+    if runner.point.trains_vlm:
         return runner.run()
+    from trials.evaluators import evaluator
+
+    return evaluator(runner.point.evaluator)(runner.point, runner.options)
+
+
+def finite(result: TrialResult) -> TrialResult:
+    """A result whose metrics are NaN or infinite is a failed trial ("nan"), never a point."""
+    bad = sorted(name for name, value in result.metrics.items() if not math.isfinite(value))
+    if result.status == "failed" or not bad:
+        return result
+    return TrialResult(result.config, "failed", result.steps,
+                       failure=Failure("nan", f"non-finite {', '.join(bad)}"), history=result.history)
+
+
+def guarded(runner: _Runner) -> TrialResult:
+    """Run the trial; turn whatever it raises into a failed result with the right reason."""
+    try:
+        return _evaluate(runner)
     except NonFiniteLoss as exc:
         return runner.failed("nan", str(exc))
     except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        return runner.failed("oom", f"out of memory: {exc}".strip())
+        return runner.failed("oom", "out of memory" + (f": {exc}" if str(exc) else ""))
     except InvalidDesign as exc:
         return runner.failed("invalid", str(exc))
     except Exception as exc:  # the search goes on; the message says what happened

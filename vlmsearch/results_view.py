@@ -43,7 +43,10 @@ def studies_table(found: Sequence[StudySummary], where: str) -> Table:
 
 
 def describe(config: dict[str, Any]) -> str:
-    """`clip+dinov2 | sequence_concat | share_all`, from a stored canonical point."""
+    """`clip+dinov2 | sequence_concat | share_all` (or `op0=none op1=...` for a non-VLM
+    evaluator's point), from a stored canonical point."""
+    if "experts" not in config:
+        return " ".join(f"{k}={v}" for k, v in (config.get("parameters") or {}).items())
     fusion = config.get("fusion") or {}
     experts = "+".join(config.get("experts") or {})
     return f"{experts} | {fusion.get('kind', '?')} | {config.get('positions', '?')}"
@@ -59,7 +62,7 @@ def results_table(title: str, found: Sequence[StoredTrial], objectives: Sequence
     for o in objectives:
         table.add_column(f"{o.metric} ({'max' if o.direction == 'maximize' else 'min'})", justify="right")
     for extra in EXTRA:
-        if extra not in columns:
+        if extra not in columns and any(extra in t.metrics for t in found):
             columns.append(extra)
             table.add_column(extra, justify="right")
     table.add_column("rank", justify="right")

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.managers import SyncManager
@@ -27,7 +27,6 @@ from optuna.trial import FrozenTrial, TrialState
 from search_space.point import TrialConfig
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
-from search_space.sampling import OptunaDraw
 from trials.search.mo_asha import MOASHA, rungs
 from trials.search.sinks import Sinks
 from trials.search.study import (
@@ -68,7 +67,18 @@ SAMPLERS.register("random", lambda s, _: optuna.samplers.RandomSampler(seed=s.sp
                   "uniform random")
 SAMPLERS.register("gp", lambda s, _: optuna.samplers.GPSampler(
     seed=s.space.search.seed, n_startup_trials=min(10, max(2, s.trials // 3))), "Gaussian process")
-SAMPLERS.register("grid", lambda s, size: optuna.samplers.GridSampler(
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is used up: that raises
+    outside `optimize` (this driver asks and tells), and the driver stops by its own count."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        return None
+
+
+SAMPLERS.register("grid", lambda s, size: _GridSampler(
     {"point": list(range(size))}, seed=s.space.search.seed), "every point of a finite space")
 
 
@@ -85,7 +95,6 @@ class OptunaBackend:
     def __init__(self, spec: SearchSpec, sinks: Sinks, say: Callable[[str], None] = log.info) -> None:
         self.spec, self.sinks, self.say = spec, sinks, say
         self.state = StudyState(spec, sinks)
-        self.points = list(self.state.compiled.points()) if spec.space.search.sampler == "grid" else []
         stopping = spec.space.search.early_stopping
         steps = max_steps(spec)
         self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, steps) \
@@ -102,7 +111,8 @@ class OptunaBackend:
                              engine_kwargs=_engine_kwargs(spec.storage))
         exists = spec.study in {s.study_name for s in optuna.get_all_study_summaries(storage)}
         study = optuna.create_study(storage=storage, study_name=spec.study, load_if_exists=True,
-                                    sampler=SAMPLERS.get(spec.space.search.sampler)(spec, len(self.points)),
+                                    sampler=SAMPLERS.get(spec.space.search.sampler)(
+                                        spec, len(self.state.points)),
                                     pruner=_pruner(spec),
                                     directions=[o.direction for o in spec.space.objectives])
         if exists:
@@ -258,7 +268,7 @@ class OptunaBackend:
         trial = study.ask()
         self.asked[trial.number] = trial
         study._storage.record_heartbeat(trial._trial_id)  # stale-detectable from its first moment
-        point = self.sample(trial)
+        point = self.state.sample(trial)
         trial.set_user_attr("config_hash", point.config_hash)
         self.sinks.trial_started(self.spec.study, trial.number, point)
         settled = self.state.settled_before_training(point, trial.number)
@@ -269,11 +279,6 @@ class OptunaBackend:
         future = pool.submit(run_one, trial.number, point, self.spec.steps, self.spec.device,
                              frozenset(self.rungs), events, reply)
         return future, _Running(trial, point, reply)
-
-    def sample(self, trial: optuna.Trial) -> TrialConfig:
-        if self.points:
-            return self.points[trial.suggest_categorical("point", list(range(len(self.points))))]
-        return self.state.compiled.sample(OptunaDraw(trial))
 
     def handle_events(self, events: Any, running: dict[Future[TrialResult], _Running]) -> None:
         by_number = {r.trial.number: r for r in running.values()}

@@ -28,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_space.point import TrialConfig
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
-from search_space.sampling import OptunaDraw, point_parameters
+from search_space.sampling import point_parameters
 from trials.search.mo_asha import MOASHA, rungs
 from trials.search.sinks import Sinks
 from trials.search.study import (
@@ -147,6 +147,27 @@ for _kind, _brackets in (("asha", 1), ("hyperband", 3)):
         f"one objective: Ray's async successive halving, {_brackets} bracket(s)")
 
 
+def _last_line(path: str | None) -> str:
+    """The error's own line (the end of the traceback Ray saved), or where to look."""
+    try:
+        lines = [line for line in Path(path or "").read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError:
+        return path or "no error file"
+    return lines[-1].strip()[:500] if lines else str(path)
+
+
+class _OneLineTrialErrors(logging.Filter):
+    """Ray Tune logs a failed trial task with its traceback; say it in one line (the failure is
+    recorded with the trial, and Ray retries it once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Trial task failed"):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__} (Ray retries it once)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
 class _SinkCallback(tune.Callback):
     """Tune events -> the study state and the sinks (runs in the driver; pickled as its key)."""
 
@@ -171,7 +192,7 @@ class _SinkCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         point = TrialConfig.model_validate_json(trial.config[POINT])
-        message = f"the Ray worker failed: {trial.error_file or 'no error file'}"
+        message = f"the Ray worker failed {trial.num_failures} times: {_last_line(trial.error_file)}"
         failed = TrialResult(point, "failed", int((trial.last_result or {}).get("step", 0)),
                              failure=Failure("error", message))
         self.backend.record(trial.config[NUMBER], failed)
@@ -199,7 +220,7 @@ class RayBackend:
 
     def define(self, trial: Any) -> dict[str, Any]:
         """Define-by-run: sample a point; settle duplicates and infeasible points here."""
-        point = self.state.compiled.sample(OptunaDraw(trial))
+        point = self.state.sample(trial)
         config = {POINT: point.model_dump_json(), NUMBER: trial.number,
                   "__run_dir": str(self.spec.run_dir.resolve()), "__device": self.spec.device,
                   "__steps": self.spec.steps, "__report_at": self.rungs}
@@ -239,6 +260,9 @@ class RayBackend:
             ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                      ignore_reinit_error=True, logging_level=logging.WARNING)
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        controller = logging.getLogger("ray.tune.execution.tune_controller")
+        if not any(isinstance(f, _OneLineTrialErrors) for f in controller.filters):
+            controller.addFilter(_OneLineTrialErrors())
         self.sinks.study_started(self.spec.info)
         tuner = self.tuner()
         if self.restoring:
@@ -279,7 +303,7 @@ class RayBackend:
         self.searcher = searcher = _Searcher(self.spec.study, space=_Define(self.spec.study),
                              metric=[o.metric for o in space.objectives],
                              mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
-                             sampler=SAMPLERS.get(search.sampler)(self.spec, 0),
+                             sampler=SAMPLERS.get(search.sampler)(self.spec, len(self.state.points)),
                              points_to_evaluate=seeds or None)
         resources = {"cpu": search.resources.cpu, "gpu": search.resources.gpu}
         trainable = tune.with_resources(_trainable, resources)

@@ -12,7 +12,7 @@ from search_space.errors import InvalidDesign
 from search_space.pareto import study_front
 from search_space.point import TrialConfig
 from search_space.result import Failure, TrialResult
-from search_space.sampling import CompiledSpace, compile_space
+from search_space.sampling import CompiledSpace, OptunaDraw, compile_space
 from search_space.space import SearchSpace
 from trials.search.sinks import Front, Sinks, StudyInfo
 
@@ -93,6 +93,15 @@ class StudyState:
         self.results: dict[int, TrialResult] = {}
         self.bounds = space_cost_range(self.compiled).reference_bounds()
         self.front = Front({}, 0.0, 0)
+        grid = spec.space.search.sampler == "grid"
+        self.points: list[TrialConfig] = list(self.compiled.points()) if grid else []
+
+    def sample(self, trial: Any) -> TrialConfig:
+        """The sampler's next design: under the grid sampler an index into every point of the
+        space (Optuna's grid is over parameter `point`), else define-by-run."""
+        if self.points:
+            return self.points[trial.suggest_categorical("point", list(range(len(self.points))))]
+        return self.compiled.sample(OptunaDraw(trial))
 
     def completed_with(self, config_hash: str) -> TrialResult | None:
         return next((r for r in self.results.values()
