@@ -29,6 +29,8 @@ from search_space.recorder import recorder_gone, recorder_id
 from search_space.result import TrialResult
 from search_space.yaml_io import dump_yaml
 
+PLOT_EVERY_S = 30.0  # front files during a search at most this often (and always at its end)
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -65,6 +67,8 @@ class StudyTracker:
         self.constraints: list[Any] = []
         self.hypervolume_steps: set[int] = set()
         self.plotted: tuple[tuple[int, int | None], ...] | None = None  # what the front files show
+        self.unplotted: float | None = None  # the hypervolume of a front not in the files yet
+        self.plotted_at = -math.inf
         self.recorder = recorder_id()
 
     # ---- the study -------------------------------------------------------------------------
@@ -161,6 +165,7 @@ class StudyTracker:
     def close(self, status: str) -> None:
         """The search ended (`finished` or `interrupted`): its own running trials are terminated
         as failed (the store does the same), and the parent run ends."""
+        self.plot_front()
         for child in self.children.values():
             if child.status == "RUNNING" and child.tags.get(layout.RECORDER) == self.recorder:
                 self._terminate(child, f"the search was {status} before the trial finished")
@@ -293,8 +298,16 @@ class StudyTracker:
         self.log_front_history({finished: (hypervolume, sum(1 for r in ranks.values() if r == 0))})
         plotted = tuple(sorted((d.number, d.rank) for d in self.designs.values()))
         if plotted != self.plotted:  # a pruned or failed trial changes nothing drawn
-            self._log_front_files(hypervolume)
-            self.plotted = plotted
+            self.plotted, self.unplotted = plotted, hypervolume
+        self.plot_front(force=False)
+
+    def plot_front(self, force: bool = True) -> None:
+        """Log the front files (csv, html, png: ~0.5 s) if the front changed since they were, at
+        most every PLOT_EVERY_S during a search; `force`: now (the search or a sync ends)."""
+        due = force or time.monotonic() - self.plotted_at >= PLOT_EVERY_S
+        if self.unplotted is not None and due:
+            self._log_front_files(self.unplotted)
+            self.unplotted, self.plotted_at = None, time.monotonic()
 
     def log_front_history(self, history: Mapping[int, tuple[float, int]]) -> None:
         """The parent's `hypervolume`, `pareto_size` and `finished_trials` at step = finished trials,

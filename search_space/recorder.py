@@ -15,17 +15,31 @@ def recorder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _local_pid(recorded_by: str | None) -> int | None:
+    """The pid in `recorded_by` when it names a process of this host, else None."""
+    if not recorded_by or ":" not in recorded_by:
+        return None
+    where, _, pid = recorded_by.rpartition(":")
+    return int(pid) if where == socket.gethostname() and pid.isdigit() else None
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def recorder_gone(recorded_by: str | None) -> bool:
     """True only when `recorded_by` names a process on this host that no longer exists."""
-    if not recorded_by or ":" not in recorded_by:
-        return False
-    where, _, pid = recorded_by.rpartition(":")
-    if where != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
+    pid = _local_pid(recorded_by)
+    return pid is not None and pid != os.getpid() and not _exists(pid)
+
+
+def recorder_alive(recorded_by: str | None) -> bool:
+    """True only when `recorded_by` names a process on this host that exists (this one too)."""
+    pid = _local_pid(recorded_by)
+    return pid is not None and (pid == os.getpid() or _exists(pid))

@@ -1,11 +1,17 @@
-"""Shared test setup: nothing is downloaded, and examples are found from any working dir."""
+"""Shared test setup: nothing is downloaded, examples are found from any working dir, and one
+PostgreSQL server serves the session: the one in $VLMSEARCH_TEST_POSTGRES (a URL; CI starts one),
+else a throwaway one started with initdb/pg_ctl and stopped at the end. PostgreSQL tests are
+skipped only when there are no PostgreSQL binaries on the machine, and the skip says so."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from storage.testing import LocalPostgres, NoPostgres
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,3 +23,18 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture
 def examples_dir() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server whose user may create databases."""
+    given = os.environ.get("VLMSEARCH_TEST_POSTGRES")
+    if given:
+        yield given
+        return
+    try:
+        server = LocalPostgres()
+    except NoPostgres as exc:
+        pytest.skip(f"PostgreSQL half skipped: {exc}")
+    with server:
+        yield server.url

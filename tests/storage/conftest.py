@@ -1,35 +1,17 @@
 """One fixture, `url`, runs every store test on SQLite and on a real PostgreSQL server.
 
-PostgreSQL: the server in $VLMSEARCH_TEST_POSTGRES (a URL; CI starts one), else a throwaway one
-this session starts with initdb/pg_ctl and stops at the end. The PostgreSQL half is skipped only
-when there are no PostgreSQL binaries on the machine, and the skip says so.
+PostgreSQL: the session's server (`postgres_server` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from storage.testing import LocalPostgres, NoPostgres, create_database, drop_database
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The URL of a PostgreSQL server whose user may create databases."""
-    given = os.environ.get("VLMSEARCH_TEST_POSTGRES")
-    if given:
-        yield given
-        return
-    try:
-        server = LocalPostgres()
-    except NoPostgres as exc:
-        pytest.skip(f"PostgreSQL half skipped: {exc}")
-    with server:
-        yield server.url
+from storage.testing import create_database, drop_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -198,8 +198,8 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
 
 def test_two_searches_on_one_study_share_the_work(tmp_path: Path) -> None:
     """Two terminals on one study: together exactly the requested trials, each once, both trained
-    some, and the store's front is the front of all of them. Both start at once: a search that
-    finds another's trial running waits up to 30 s for it (live or dead, it cannot tell yet)."""
+    some, and the store's front is the front of all of them. Both start at once (a search that
+    finds the other's trials running knows that search is alive, so it shares the rest at once)."""
     (tmp_path / "space.yaml").write_text(SPACE.replace(
         "early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}", "early_stopping: {kind: none}"))
     first = run_cli(tmp_path, "--trials", "8", "--concurrency", "1", "--resume")

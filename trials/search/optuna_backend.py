@@ -1,8 +1,9 @@
 """The Optuna backend: an ask/tell loop over an RDB study, trials in worker processes.
 
 The study lives in the SQL database (`--storage`), so a killed driver loses nothing: finished
-trials keep their full result in user attributes; running ones keep a heartbeat, and on
-`--resume` the stale ones are failed and retried (Optuna's RetryHeartbeatStaleTrialCallback).
+trials keep their full result in user attributes; running ones keep a heartbeat and their
+search's `host:pid`, and on `--resume` those of a dead search are failed and queued again (or
+told, when the result was recorded just before the search died: see `fail_dead`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from multiprocessing.managers import SyncManager
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search_space.point import TrialConfig
+from search_space.recorder import recorder_alive, recorder_gone, recorder_id
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
 from trials.search.mo_asha import MOASHA, rungs
@@ -41,6 +43,7 @@ from trials.search.worker import ignore_ctrl_c, init_worker, run_one
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S = 5, 20
+RECORDER = "vlmsearch:recorded_by"  # host:pid of the search running a trial (a system attr)
 RESULT, INTERRUPTED = "result", "interrupted"
 TERMINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -107,7 +110,6 @@ class OptunaBackend:
     def open_study(self) -> optuna.Study:
         spec = self.spec
         storage = RDBStorage(spec.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
                              engine_kwargs=_engine_kwargs(spec.storage))
         exists = spec.study in {s.study_name for s in optuna.get_all_study_summaries(storage)}
         study = optuna.create_study(storage=storage, study_name=spec.study, load_if_exists=True,
@@ -143,25 +145,29 @@ class OptunaBackend:
         self.wait_for_stale(study)
 
     def wait_for_stale(self, study: optuna.Study) -> None:
-        """Fail (and so retry) trials left running by a killed search; live ones are shared."""
+        """Fail (and so retry) trials left running by a killed search; those of a live search on
+        this host are shared at once, those of another host once they go stale or come back."""
         deadline = time.time() + GRACE_S + 2 * HEARTBEAT_S
         while True:
-            fail_stale_trials(study)
-            self.fail_heartbeatless(study)
+            self.fail_dead(study)
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not running or time.time() > deadline:
+            unknown = [t for t in running if not recorder_alive(t.system_attrs.get(RECORDER))]
+            if not unknown or time.time() > deadline:
                 return
-            self.say(f"waiting for {len(running)} trial(s) of an earlier search to go stale "
+            self.say(f"waiting for {len(unknown)} trial(s) of an earlier search to go stale "
                      f"(up to {GRACE_S} s) ...")
             time.sleep(HEARTBEAT_S)
 
-    def fail_heartbeatless(self, study: optuna.Study) -> None:
-        """A trial killed before its first heartbeat is never stale to Optuna: fail and retry it
-        once it is older than the grace period."""
-        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_S)
-        for trial_id, params in _running_without_heartbeat(study, cutoff):
-            if study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                study.enqueue_trial(params)
+    def fail_dead(self, study: optuna.Study) -> None:
+        """The running trials of a dead search (its process known gone on this host, or no
+        heartbeat for the grace period): a result it recorded before dying is told to Optuna now
+        (not lost, not run again); any other is failed and queued again."""
+        for frozen in _dead_running(study):
+            if _recorded(frozen):
+                result = result_from_json(frozen.user_attrs[RESULT], self.spec.space.name)
+                self.tell_optuna(study, optuna.trial.Trial(study, frozen._trial_id), result)
+            elif study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+                study.enqueue_trial(frozen.params)
 
     def enqueue_seeds(self, study: optuna.Study) -> None:
         from search_space.sampling import point_parameters
@@ -250,8 +256,7 @@ class OptunaBackend:
         """Nothing of ours runs but the study is short: other searches' trials are running. Wait
         for them; those of a search that died go stale, fail and are queued again (then ours)."""
         time.sleep(HEARTBEAT_S)
-        fail_stale_trials(study)
-        self.fail_heartbeatless(study)
+        self.fail_dead(study)
         self.absorb(study)
 
     def absorb(self, study: optuna.Study) -> None:
@@ -267,6 +272,7 @@ class OptunaBackend:
         """Ask for a trial; train it in the pool, or settle it at once (rejected, duplicate)."""
         trial = study.ask()
         self.asked[trial.number] = trial
+        study._storage.set_trial_system_attr(trial._trial_id, RECORDER, recorder_id())
         study._storage.record_heartbeat(trial._trial_id)  # stale-detectable from its first moment
         point = self.state.sample(trial)
         trial.set_user_attr("config_hash", point.config_hash)
@@ -315,7 +321,15 @@ class OptunaBackend:
         self.settle(study, entry.trial, result)
 
     def settle(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
-        """Tell Optuna (failures as FAIL, early stops as PRUNED) and record the result."""
+        """Tell Optuna and record the result."""
+        self.tell_optuna(study, trial, result)
+        self.asked.pop(trial.number, None)
+        self.absorb(study)  # the front covers every search's trials, not only this one's
+        self.state.finish(result)
+
+    def tell_optuna(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
+        """The result first (so a search killed before the tell loses nothing: see `fail_dead`),
+        then the tell: failures as FAIL, early stops as PRUNED."""
         space = self.spec.space
         trial.set_user_attr(RESULT, result.to_json())
         if result.status == "complete":
@@ -330,9 +344,6 @@ class OptunaBackend:
         else:
             trial.set_user_attr("failure_reason", result.failure.reason if result.failure else "error")
             study.tell(trial, state=TrialState.FAIL)
-        self.asked.pop(trial.number, None)
-        self.absorb(study)  # the front covers every search's trials, not only this one's
-        self.state.finish(result)
 
     def constrain(self, trial: optuna.Trial, result: TrialResult) -> None:
         """Constraint violations (<= 0 feasible) where Optuna's samplers read them."""
@@ -353,10 +364,28 @@ class OptunaBackend:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _running_without_heartbeat(study: optuna.Study, started_before: datetime.datetime
-                               ) -> list[tuple[int, dict[str, Any]]]:
-    """(trial id, params) of running trials that never recorded a heartbeat (Optuna's own stale
-    check skips them). Reads Optuna's RDB tables; if their layout changes, finds none."""
+def _dead_running(study: optuna.Study) -> list[FrozenTrial]:
+    """Running trials whose search is dead: known gone on this host, or stale (no heartbeat for
+    the grace period, or none at all since a start older than that)."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_S)
+    stale = set(_stale_ids(study)) | set(_without_heartbeat(study, cutoff))
+    return [t for t in running if t._trial_id in stale or recorder_gone(t.system_attrs.get(RECORDER))]
+
+
+def _stale_ids(study: optuna.Study) -> list[int]:
+    """Optuna's own stale check (heartbeat older than the grace period)."""
+    try:
+        return list(study._storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]
+    except Exception:  # a private method we do not control
+        log.debug("cannot ask Optuna for stale trials", exc_info=True)
+        return []
+
+
+def _without_heartbeat(study: optuna.Study, started_before: datetime.datetime) -> list[int]:
+    """Ids of running trials that never recorded a heartbeat (Optuna's own stale check skips
+    them) and started before `started_before`. Reads Optuna's RDB tables; if their layout
+    changes, finds none."""
     try:
         from optuna.storages._rdb import models
 
@@ -366,12 +395,11 @@ def _running_without_heartbeat(study: optuna.Study, started_before: datetime.dat
                     .filter(models.TrialModel.study_id == study._study_id,
                             models.TrialModel.state == TrialState.RUNNING)
                     .all())
-            ids = [row.trial_id for row in rows if not row.heartbeats
-                   and row.datetime_start is not None and row.datetime_start < started_before]
+            return [row.trial_id for row in rows if not row.heartbeats
+                    and row.datetime_start is not None and row.datetime_start < started_before]
     except Exception:  # a private layout we do not control
         log.debug("cannot look for trials without heartbeats", exc_info=True)
         return []
-    return [(i, study._storage.get_trial(i).params) for i in ids]
 
 
 class _Heartbeat:
