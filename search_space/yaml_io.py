@@ -25,10 +25,20 @@ _FLOAT = re.compile(
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
+                       ("str", "int", "float", "bool", "null", "map", "seq", "timestamp"))
+
+
 def _walk(loader: _Loader, node: yaml.Node, path: Path, lines: dict[Path, int],
           problems: list[Problem]) -> Any:
-    """Build plain Python data from `node`, recording `lines[path]` (1-based)."""
+    """Build plain Python data from `node`, recording `lines[path]` (1-based). A tag other than
+    plain data's (`!!python/...`, `!custom`) is refused, never constructed."""
     lines.setdefault(path, node.start_mark.line + 1)
+    if node.tag not in PLAIN_TAGS:
+        problems.append(Problem(path, f"YAML tag '{node.tag}' is not allowed: a YAML holds plain data "
+                                "(custom components come in as installed Python entry points); "
+                                "remove the tag", node.start_mark.line + 1))
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:

@@ -61,10 +61,10 @@ def trial(
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None
-    from vlmsearch.search import data_problem
+    from vlmsearch.search import data_problem, device_problem
     from vlmsearch.trial_view import run_with_progress
 
-    problem = data_problem(point.data, point.trains_vlm)
+    problem = data_problem(point.data, point.trains_vlm) or device_problem(device, point.trains_vlm)
     if problem:
         err.print(f"{file}: {problem}", markup=False)
         raise typer.Exit(2)

@@ -32,11 +32,10 @@ class SearchOptions:
     steps: int | None = None
 
 
-def storage_url(url: str) -> str:
-    """Create the directory of a relative or absolute SQLite file."""
+def make_sqlite_folder(url: str) -> None:
+    """Create the directory of a relative or absolute SQLite file (once the input is known good)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return url
 
 
 def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
@@ -48,6 +47,10 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
                           "direction: maximize}]")
     search = space.search
     backend = options.backend or search.backend
+    if options.ray_address and backend != "ray":
+        raise SearchError(f"--ray-address joins a Ray cluster, but this search runs on backend "
+                          f"'{backend}'; add --backend ray (or search.backend: ray in the YAML), or "
+                          "leave --ray-address out")
     if backend != search.backend or options.trials or options.concurrency:
         space = space.model_copy(update={"search": search.model_copy(update={
             "backend": backend, "trials": options.trials or search.trials,
@@ -55,7 +58,7 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
     return SearchSpec(study=options.study or space.name, space=space,
                       space_yaml=Path(loaded.source).read_text(encoding="utf-8"),
                       trials=space.search.trials, concurrency=space.search.concurrency,
-                      storage=storage_url(options.storage or space.storage or DEFAULT_STORAGE),
+                      storage=options.storage or space.storage or DEFAULT_STORAGE,
                       run_dir=options.run_dir, resume=options.resume, device=options.device,
                       steps=options.steps, extra={"ray_address": options.ray_address})
 
@@ -91,8 +94,10 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     except SearchError as exc:
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
-    problem = data_problem(loaded.space.data, loaded.space.trains_vlm)
-    if problem:  # before the study exists: a broken data set leaves nothing behind
+    local = spec.space.search.backend == "optuna" or not options.ray_address  # trials run here
+    problem = data_problem(loaded.space.data, loaded.space.trains_vlm) or \
+        device_problem(options.device, loaded.space.trains_vlm, local)
+    if problem:  # before the study exists: bad data or device leaves nothing behind
         err.print(f"{loaded.source}: {problem}", markup=False)
         return 2
     store = open_results_store(spec.storage, err)
@@ -121,6 +126,29 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     results = sorted(state.results.values(), key=lambda r: r.number or 0)
     out.print(pareto_table(spec.space, results, state.front.hypervolume))
     return 0
+
+
+def device_problem(device: str, trains_vlm: bool = True, local: bool = True) -> str | None:
+    """Why trials cannot train on `device` (auto, cpu, cuda, cuda:N), or None. `local`: they run
+    on this machine, so its GPU must be there (a cluster's may not be the driver's)."""
+    if not trains_vlm or device == "auto":
+        return None
+    import torch
+
+    usage = "use --device auto, cpu, cuda or cuda:N"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"unknown device '{device}'; {usage}"
+    if parsed.type not in ("cpu", "cuda"):
+        return f"device '{device}' is not supported; {usage}"
+    count = torch.cuda.device_count() if local and parsed.type == "cuda" else None
+    if count == 0:
+        return (f"--device {device}, but torch {torch.__version__} sees no CUDA GPU here; use --device "
+                "auto or cpu")
+    if count is not None and (parsed.index or 0) >= count:
+        return f"--device {device}, but this machine has {count} CUDA GPU(s); use cuda:0 .. cuda:{count - 1}"
+    return None
 
 
 def data_problem(data: Any, trains_vlm: bool = True) -> str | None:
@@ -157,6 +185,7 @@ def open_results_store(url: str, err: Console):  # -> storage.ResultsStore | Non
     the reason printed (no password), when it cannot be opened."""
     from storage import ResultsStore, StorageError
 
+    make_sqlite_folder(url)
     try:
         return ResultsStore(url)
     except StorageError as exc:

@@ -1,0 +1,87 @@
+"""Bad input to every command: one message that names the problem and the fix, exit 2, no
+traceback, no password, and nothing created (no study, no results database). (A study that
+exists without --resume: tests/trials/test_search.py; a broken LLaVA set: test_bad_data.py.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+
+SECRET = "s3cret-pw"
+DOWN_PG = f"postgresql+psycopg://bob:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1
+BROKEN_YAML = "name: x\nexperts: {clip: {source: tiny-clip\n"
+
+# (command line, what the message must say: the problem, then the fix)
+CASES = {
+    "check broken yaml": ("check broken.yaml", "YAML syntax error", "line 3"),
+    "trial broken yaml": ("trial broken.yaml", "YAML syntax error", "line 3"),
+    "run broken yaml": ("run broken.yaml", "YAML syntax error", "line 3"),
+    "run no file": ("run nofile.yaml", "no such file", "check the path"),
+    "run unknown fusion": ("run typo.yaml", "unknown fusion 'cross_atn'",
+                           "did you mean 'cross_attention'"),
+    "run missing model dir": ("run missing.yaml", "model directory './no-such-model' does not exist",
+                              "fix the path"),
+    "trial missing model dir": ("trial missing_point.yaml", "does not exist", "fix the path"),
+    "trial given a space": ("trial space.yaml", "this is a search space", "a point needs single values"),
+    "run python tag": ("run pytag.yaml", "tag 'tag:yaml.org,2002:python/object/apply:os.system' is not "
+                       "allowed", "remove the tag"),
+    "run unreachable storage": (f"run space.yaml --storage {DOWN_PG}", "connection failed",
+                                "Is the server running"),
+    "run unknown storage driver": ("run space.yaml --storage nonsense://x",
+                                   "no database driver for 'nonsense'", "cannot open storage"),
+    "run ray flag without ray": ("run space.yaml --backend optuna --ray-address auto",
+                                 "--ray-address joins a Ray cluster", "add --backend ray"),
+    "run no gpu": ("run space.yaml --device cuda", "sees no CUDA GPU", "use --device auto or cpu"),
+    "run unknown device": ("run space.yaml --device tpu", "unknown device 'tpu'", "use --device auto"),
+    "results unknown study": ("results --study nosuch", "unknown study 'nosuch'", "no studies in"),
+    "results unreachable storage": (f"results --study x --storage {DOWN_PG}", "connection failed",
+                                    "Is the server running"),
+    "studies unreachable storage": (f"studies --storage {DOWN_PG}", "connection failed",
+                                    "Is the server running"),
+    "sync unknown study": ("sync --study nosuch", "unknown study 'nosuch'", "no studies in"),
+    "db upgrade unreachable": (f"db upgrade --storage {DOWN_PG}", "connection failed",
+                               "Is the server running"),
+    "list unknown registry": ("list fusionz", "fusionz", "experts"),
+    "dashboard bad port": ("dashboard --port 0", "--port", "greater than or equal to 1"),
+}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("bad-input")
+    quick = (EXAMPLES / "quickstart.yaml").read_text()
+    (where / "broken.yaml").write_text(BROKEN_YAML)
+    (where / "space.yaml").write_text(quick)
+    (where / "typo.yaml").write_text(quick.replace("kind: sequence_concat", "kind: cross_atn", 1))
+    (where / "missing.yaml").write_text(quick.replace("source: tiny-clip", "source: ./no-such-model"))
+    point = (EXAMPLES / "comm_point.yaml").read_text()
+    (where / "missing_point.yaml").write_text(point.replace("source: tiny-clip", "source: ./no-such-model"))
+    (where / "pytag.yaml").write_text(f"!!python/object/apply:os.system ['touch {where}/pwned']\n")
+    return where
+
+
+def vlmsearch(cwd: Path, line: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vlmsearch", *line.split()], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_message_exit_2_and_creates_nothing(folder: Path, tmp_path: Path,
+                                                             case: str) -> None:
+    line, problem, fix = CASES[case]
+    for name in os.listdir(folder):
+        shutil.copy(folder / name, tmp_path / name)
+    done = vlmsearch(tmp_path, line)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
+    assert problem in done.stderr and fix in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 6, "one message, not a dump"
+    assert not (tmp_path / "pwned").exists(), "a YAML never runs code"
+    assert not (tmp_path / "vlmsearch-runs").exists(), "nothing created"
