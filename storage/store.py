@@ -8,8 +8,10 @@ same status, steps and config hash is skipped; anything else overwrites the reco
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from search_space.point import TrialConfig
 from search_space.recorder import recorder_gone, recorder_id
 from search_space.result import TrialResult
+from search_space.retry import Backoff
 from storage import migrate
 from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, safe_url, scrub, writer
 from storage.models import metrics as metric_rows
@@ -49,6 +52,17 @@ def _upsert(connection: Connection, table: Any) -> Any:
     return sqlite_insert(table)
 
 
+def _waits(event: Callable[..., None]) -> Callable[..., None]:
+    """A sink event waits out a locked or briefly unreachable database (its writes are
+    idempotent, so a retry after a lost connection records nothing twice)."""
+
+    @functools.wraps(event)
+    def waiting(self: ResultsStore, *args: Any) -> None:
+        self.backoff.call(lambda: event(self, *args))
+
+    return waiting
+
+
 class ResultsStore(Queries):
     """The SQL results store on `url` (SQLite file or PostgreSQL); migrated to the newest schema
     when opened. Not shared across processes: each process opens its own."""
@@ -66,6 +80,7 @@ class ResultsStore(Queries):
         self._finished: dict[int, dict[int, tuple[str, int, str]]] = {}  # what is recorded as done
         self._ranks: dict[int, dict[int, int | None]] = {}  # the ranks last written
         self._spaces: dict[int, Any] = {}
+        self.backoff = Backoff(f"the results store ({safe_url(url)})", log.warning)
         with self.guard():
             self.revision = migrate.upgrade(self.engine) if upgrade else None
 
@@ -88,6 +103,7 @@ class ResultsStore(Queries):
 
     # ---- sink events ------------------------------------------------------------------------
 
+    @_waits
     def study_started(self, study: Any) -> None:
         """`study`: a `StudyInfo` (name, space_yaml, settings)."""
         now = utcnow()
@@ -105,6 +121,7 @@ class ResultsStore(Queries):
             self._fail_orphans(connection, study_id)
             self._load_state(connection, study_id)
 
+    @_waits
     def trial_started(self, study: str, number: int, point: TrialConfig) -> None:
         study_id, now = self._study_id(study), utcnow()
         with self._write.begin() as connection:
@@ -118,6 +135,7 @@ class ResultsStore(Queries):
                 where=trials.c.status == "running"))  # a finished trial is never set running again
         self._started[(study_id, number)] = now
 
+    @_waits
     def trial_intermediate(self, study: str, number: int, step: int, metrics: dict[str, float]) -> None:
         study_id = self._study_id(study)
         with self._write.begin() as connection:
@@ -130,6 +148,7 @@ class ResultsStore(Queries):
             connection.execute(update(trials).where(trials.c.id == trial_id, trials.c.status == "running",
                                                     trials.c.steps < step).values(steps=step))
 
+    @_waits
     def trial_finished(self, study: str, result: TrialResult) -> None:
         if result.number is None:
             log.warning("study '%s': a result without a trial number; not recorded", study)
@@ -167,6 +186,7 @@ class ResultsStore(Queries):
         done[number] = signature
         self._ranks.setdefault(study_id, {})[number] = result.pareto_rank
 
+    @_waits
     def front_updated(self, study: str, front: Any) -> None:
         """`front`: ranks per trial number (None: infeasible), hypervolume, finished count. Writes
         only the ranks that changed."""
@@ -187,6 +207,7 @@ class ResultsStore(Queries):
                 updated_at=utcnow()))
         known.update(changed)
 
+    @_waits
     def study_finished(self, study: str, status: str = "finished") -> None:
         """Not a sink event: the caller of the search says how it ended (finished, interrupted).
         Trials this process recorded as running are failed (the search re-queues them itself)."""

@@ -87,19 +87,30 @@ class LocalPostgres:
         data = self.base / "data"
         self._run(str(self.bin / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8",
                   "--no-sync")
-        fast = "" if self.durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         for attempt in range(3):  # the port can be taken between choosing and binding it
             self.port = free_port()
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.base / "server.log"),
-                          "-w", "-t", "60", "-o", f"-p {self.port} -k {self.base} "
-                          f"-c listen_addresses=127.0.0.1 -c max_connections=200{fast}", "start")
-                return self.url
+                return self.resume()
             except RuntimeError:
                 if attempt == 2:
                     self.stop()
                     raise
         raise AssertionError("unreachable")
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage; `resume()` ends it)."""
+        assert self.base is not None
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> str:
+        """Start the server on its port (again, after `pause()`)."""
+        assert self.base is not None
+        fast = "" if self.durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        data, server_log = self.base / "data", self.base / "server.log"
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=200{fast}"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(server_log), "-w", "-t", "60", "-o",
+                  options, "start")
+        return self.url
 
     def stop(self) -> None:
         if self.base is None:

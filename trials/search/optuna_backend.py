@@ -29,6 +29,7 @@ from search_space.point import TrialConfig
 from search_space.recorder import recorder_alive, recorder_gone, recorder_id
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
+from search_space.retry import Backoff
 from trials.search.mo_asha import MOASHA, rungs
 from trials.search.sinks import Sinks
 from trials.search.study import (
@@ -98,6 +99,7 @@ class OptunaBackend:
     def __init__(self, spec: SearchSpec, sinks: Sinks, say: Callable[[str], None] = log.info) -> None:
         self.spec, self.sinks, self.say = spec, sinks, say
         self.state = StudyState(spec, sinks)
+        self.db = Backoff(f"the study's database ({_safe(spec.storage)})", say)
         stopping = spec.space.search.early_stopping
         steps = max_steps(spec)
         self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, steps) \
@@ -235,9 +237,9 @@ class OptunaBackend:
                         running[started[0]] = started[1]
                         beat.set(running.values())
                 if not running:
-                    if self.finished_count(study) >= self.spec.trials:
+                    if self.db.call(lambda: self.finished_count(study)) >= self.spec.trials:
                         return
-                    self.wait_for_others(study)  # another search on this study runs the rest
+                    self.db.call(lambda: self.wait_for_others(study))  # another search runs the rest
                 time.sleep(0.05)
         except KeyboardInterrupt:
             self.interrupt(study, pool, running)
@@ -248,7 +250,8 @@ class OptunaBackend:
     def open_slots(self, study: optuna.Study) -> int:
         """Trials still to start: the requested count less those finished or running in the study,
         by this search or another on the same study (two terminals, two cluster jobs)."""
-        trials = study.get_trials(deepcopy=False, states=(*TERMINAL, TrialState.RUNNING))
+        states = (*TERMINAL, TrialState.RUNNING)
+        trials = self.db.call(lambda: study.get_trials(deepcopy=False, states=states))
         taken = sum(1 for t in trials if t.state == TrialState.RUNNING or _recorded(t))
         return self.spec.trials - taken
 
@@ -270,12 +273,13 @@ class OptunaBackend:
     def start(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, events: Any
               ) -> tuple[Future[TrialResult], _Running] | None:
         """Ask for a trial; train it in the pool, or settle it at once (rejected, duplicate)."""
-        trial = study.ask()
+        db = self.db.call  # each step alone: a retry repeats only what failed
+        trial = db(study.ask)
         self.asked[trial.number] = trial
-        study._storage.set_trial_system_attr(trial._trial_id, RECORDER, recorder_id())
-        study._storage.record_heartbeat(trial._trial_id)  # stale-detectable from its first moment
-        point = self.state.sample(trial)
-        trial.set_user_attr("config_hash", point.config_hash)
+        db(lambda: study._storage.set_trial_system_attr(trial._trial_id, RECORDER, recorder_id()))
+        db(lambda: study._storage.record_heartbeat(trial._trial_id))  # stale-detectable from now
+        point = db(lambda: self.state.sample(trial))  # (a suggest repeated returns its value)
+        db(lambda: trial.set_user_attr("config_hash", point.config_hash))
         self.sinks.trial_started(self.spec.study, trial.number, point)
         settled = self.state.settled_before_training(point, trial.number)
         if settled is not None:
@@ -321,10 +325,10 @@ class OptunaBackend:
         self.settle(study, entry.trial, result)
 
     def settle(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
-        """Tell Optuna and record the result."""
-        self.tell_optuna(study, trial, result)
+        """Tell Optuna (waiting out a locked or unreachable database) and record the result."""
+        self.db.call(lambda: self.tell_optuna(study, trial, result))  # each write idempotent
         self.asked.pop(trial.number, None)
-        self.absorb(study)  # the front covers every search's trials, not only this one's
+        self.db.call(lambda: self.absorb(study))  # the front covers every search's trials
         self.state.finish(result)
 
     def tell_optuna(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
@@ -334,16 +338,17 @@ class OptunaBackend:
         trial.set_user_attr(RESULT, result.to_json())
         if result.status == "complete":
             self.constrain(trial, result)
-            study.tell(trial, objective_values(space, result.metrics))
+            study.tell(trial, objective_values(space, result.metrics), skip_if_finished=True)
         elif result.status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif result.failure is not None and result.failure.infeasible:
             # known to the sampler as infeasible: worst accuracy, the analytic costs, violations
             self.constrain(trial, result)
-            study.tell(trial, [_worst(o, result.metrics) for o in space.objectives])
+            study.tell(trial, [_worst(o, result.metrics) for o in space.objectives],
+                       skip_if_finished=True)
         else:
             trial.set_user_attr("failure_reason", result.failure.reason if result.failure else "error")
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
     def constrain(self, trial: optuna.Trial, result: TrialResult) -> None:
         """Constraint violations (<= 0 feasible) where Optuna's samplers read them."""
