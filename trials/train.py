@@ -1,7 +1,5 @@
-"""One trial: a design point -> short-budget training -> measured numbers (`TrialResult`).
-
-Failures never escape: NaN/inf loss -> "nan", out of memory -> "oom", a design found impossible
-while building -> "invalid", anything else -> "error". The caller gets a result either way.
+"""One VLM trial: a design point -> short-budget training -> measured numbers (`TrialResult`).
+Failures never escape (the rules are in `trials.outcome`, whose `run_trial` is re-exported here).
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -24,72 +21,24 @@ from search_space.point import TrialConfig
 from search_space.result import Failure, FailureReason, TrialResult
 from trials.cache import FeatureCache, cache_key
 from trials.data import QADataset, load_benchmark
+from trials.outcome import NonFiniteLoss, TrialOptions, finite, guarded
+from trials.outcome import run_trial as run_trial  # the entry point, re-exported
 from trials.vlm.model import VLM, build_vlm
 from trials.vlm.reduce import Features
 
-Report = Callable[[int, dict[str, float]], bool]   # (step, metrics) -> stop now (pruned)?
-Progress = Callable[[int, int, float], None]       # (step, total, loss)
 FEATURE_BATCH = 64
 
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-@dataclass
-class TrialOptions:
-    steps: int | None = None                 # override the point's train.steps
-    device: str = "auto"                     # auto: cuda when available
-    cache: FeatureCache | None = None
-    report: Report | None = None
-    report_at: frozenset[int] = frozenset()  # extra evaluation steps (early-stopping rungs)
-    progress: Progress | None = None
-    eval_batch: int = 64
+def train_vlm(point: TrialConfig, options: TrialOptions) -> TrialResult:
+    """Train and evaluate the VLM design `point`; always returns a result (see trials.outcome)."""
+    runner = _Runner(with_steps(point, options.steps), options)
+    return finite(guarded(runner.run, runner.failed))
 
 
 def with_steps(point: TrialConfig, steps: int | None) -> TrialConfig:
     if steps is None:
         return point
     return point.model_copy(update={"train": point.train.model_copy(update={"steps": steps})})
-
-
-def run_trial(point: TrialConfig, options: TrialOptions | None = None) -> TrialResult:
-    """Train and evaluate `point`; always returns a result (see module docstring). A design of
-    a non-VLM evaluator goes to that evaluator."""
-    options = options or TrialOptions()
-    runner = _Runner(with_steps(point, options.steps) if point.trains_vlm else point, options)
-    return finite(guarded(runner))
-
-
-def _evaluate(runner: _Runner) -> TrialResult:
-    if runner.point.trains_vlm:
-        return runner.run()
-    from trials.evaluators import evaluator
-
-    return evaluator(runner.point.evaluator)(runner.point, runner.options)
-
-
-def finite(result: TrialResult) -> TrialResult:
-    """A result whose metrics are NaN or infinite is a failed trial ("nan"), never a point."""
-    bad = sorted(name for name, value in result.metrics.items() if not math.isfinite(value))
-    if result.status == "failed" or not bad:
-        return result
-    return TrialResult(result.config, "failed", result.steps,
-                       failure=Failure("nan", f"non-finite {', '.join(bad)}"), history=result.history)
-
-
-def guarded(runner: _Runner) -> TrialResult:
-    """Run the trial; turn whatever it raises into a failed result with the right reason."""
-    try:
-        return _evaluate(runner)
-    except NonFiniteLoss as exc:
-        return runner.failed("nan", str(exc))
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        return runner.failed("oom", "out of memory" + (f": {exc}" if str(exc) else ""))
-    except InvalidDesign as exc:
-        return runner.failed("invalid", str(exc))
-    except Exception as exc:  # the search goes on; the message says what happened
-        return runner.failed("error", f"{type(exc).__name__}: {exc}")
 
 
 def device_of(name: str) -> torch.device:

@@ -23,7 +23,7 @@ from tests.dashboard.mlflow_view import assert_one_run_per_trial_none_running
 from tests.faults.helpers import evaluations, finished_events, start, stores, wait_until, write_space
 
 TRIALS = 40
-KILLS = {"sqlite": 5, "postgresql": 3}
+KILLS = {"sqlite": 5, "postgresql": 3}  # (the fault table in docs/FAULTS.md counts these)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -213,7 +213,7 @@ class OptunaBackend:
             threads = max(1, int(self.spec.space.search.resources.cpu))
             cache_dir = str(self.spec.run_dir / "cache")
             with ProcessPoolExecutor(self.spec.concurrency, mp_context=context, initializer=init_worker,
-                                     initargs=(threads, cache_dir)) as pool:
+                                     initargs=(threads, cache_dir, self.spec.space.trains_vlm)) as pool:
                 self.loop(study, pool, manager, events)
         finally:
             manager.shutdown()

@@ -50,10 +50,15 @@ def _transport(result: TrialResult) -> str:
                                           "infeasible": bool(result.failure and result.failure.infeasible)})
 
 
+def _cache(folder: Path) -> Any:
+    from trials.cache import FeatureCache
+
+    return FeatureCache(folder)
+
+
 def _trainable(config: dict[str, Any]) -> None:
     """One trial on a Ray worker: reports at rungs, then the final result."""
-    from trials.cache import FeatureCache
-    from trials.train import TrialOptions, run_trial
+    from trials.outcome import TrialOptions, run_trial
 
     if config.get(SETTLED):  # decided in the driver: a duplicate or an infeasible point
         settled = json.loads(config[SETTLED])
@@ -66,7 +71,7 @@ def _trainable(config: dict[str, Any]) -> None:
         tune.report({**metrics, "step": step, STATUS: "running"})
         return False  # the scheduler stops a trial from outside
 
-    cache = FeatureCache(Path(config["__run_dir"]) / "cache")
+    cache = _cache(Path(config["__run_dir"]) / "cache") if point.trains_vlm else None
     result = run_trial(point, TrialOptions(cache=cache, report=report, device=config["__device"],
                                            steps=config.get("__steps"),
                                            report_at=frozenset(config["__report_at"])))

@@ -19,12 +19,15 @@ def ignore_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def init_worker(threads: int, cache_dir: str) -> None:
+def init_worker(threads: int, cache_dir: str, trains_vlm: bool = True) -> None:
     """Per worker process: torch threads (the trial's cpu share) and one feature cache, whose
-    memory part then serves every trial this worker runs."""
+    memory part then serves every trial this worker runs. A non-VLM evaluator's worker imports
+    no torch."""
+    ignore_ctrl_c()
+    if not trains_vlm:
+        return
     import torch
 
-    ignore_ctrl_c()
     from trials.cache import FeatureCache
 
     global _CACHE
@@ -36,7 +39,7 @@ def init_worker(threads: int, cache_dir: str) -> None:
 def run_one(number: int, point: TrialConfig, steps: int | None, device: str,
             report_at: frozenset[int], events: Any, reply: Any) -> TrialResult:
     """Train `point`; each report goes to `events` and waits for True (stop) / False on `reply`."""
-    from trials.train import TrialOptions, run_trial
+    from trials.outcome import TrialOptions, run_trial
 
     def report(step: int, metrics: dict[str, float]) -> bool:
         events.put(("report", number, step, metrics))
