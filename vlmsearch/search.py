@@ -39,6 +39,8 @@ def make_sqlite_folder(url: str) -> None:
 
 
 def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
+    """The search to run; its YAML as stored and logged has no password (URLs show `***`)."""
+    from search_space.yaml_io import redact_passwords
     from trials.search.study import SearchError, SearchSpec
 
     space = loaded.space
@@ -56,7 +58,7 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
             "backend": backend, "trials": options.trials or search.trials,
             "concurrency": options.concurrency or search.concurrency})})
     return SearchSpec(study=options.study or space.name, space=space,
-                      space_yaml=Path(loaded.source).read_text(encoding="utf-8"),
+                      space_yaml=redact_passwords(Path(loaded.source).read_text(encoding="utf-8")),
                       trials=space.search.trials, concurrency=space.search.concurrency,
                       storage=options.storage or space.storage or DEFAULT_STORAGE,
                       run_dir=options.run_dir, resume=options.resume, device=options.device,
