@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -307,4 +308,7 @@ def db_upgrade(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=ST
 
 def main() -> None:
     """Console-script entry point. Usage errors and invalid input exit 2, with no traceback."""
+    # SQLAlchemy's pool logs "Error closing cursor" with a traceback when Ctrl-C cuts a query; the
+    # connection is thrown away either way, so it is noise to a user (the search says what to do)
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     app()

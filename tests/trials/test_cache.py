@@ -116,3 +116,30 @@ def test_unwritable_disk_does_not_fail_the_trial(tmp_path: Path, monkeypatch: py
     got = cache.get("k", feats)
     assert equal(got, feats()) and cache.stats.write_errors == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> object:
+    """A real 128 KiB file system (tmpfs), so writes fail with ENOSPC as on a full disk."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); "
+                    "test_unwritable_disk_does_not_fail_the_trial covers the error path")
+    yield where
+    subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def test_a_full_disk_fails_no_trial_and_leaves_no_entry(tiny_disk: Path) -> None:
+    big = feats(1, n=256)  # ~200 KiB: more than the disk holds
+    first = FeatureCache(tiny_disk)
+    assert equal(first.get("big", lambda: big), big) and first.stats.write_errors == 1
+    assert [p for p in tiny_disk.rglob("*") if p.is_file()] == [], "no partial file left behind"
+    small = feats(2, n=8)
+    assert equal(first.get("small", lambda: small), small) and first.stats.write_errors == 1
+    fresh = FeatureCache(tiny_disk)  # a later process: the small entry is read, the big recomputed
+    assert equal(fresh.get("small", lambda: pytest.fail("recomputed")), small)
+    calls: list[int] = []
+    assert equal(fresh.get("big", lambda: calls.append(1) or big), big) and calls == [1]
