@@ -335,7 +335,10 @@ class OptunaBackend:
         """The result first (so a search killed before the tell loses nothing: see `fail_dead`),
         then the tell: failures as FAIL, early stops as PRUNED."""
         space = self.spec.space
-        trial.set_user_attr(RESULT, result.to_json())
+        try:
+            trial.set_user_attr(RESULT, result.to_json())
+        except optuna.exceptions.UpdateFinishedTrialError:  # told already (a retry whose answer was lost)
+            return
         if result.status == "complete":
             self.constrain(trial, result)
             study.tell(trial, objective_values(space, result.metrics), skip_if_finished=True)
