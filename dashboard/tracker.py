@@ -25,7 +25,7 @@ from typing import Any
 from dashboard import layout
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
 from search_space.pareto import feasible
-from search_space.recorder import recorder_gone, recorder_id
+from search_space.recorder import STOPPED, recorder_gone, recorder_id
 from search_space.result import TrialResult
 from search_space.yaml_io import dump_yaml
 
@@ -143,8 +143,7 @@ class StudyTracker:
             child = ChildRun(keep.info.run_id, keep.info.status, dict(keep.data.tags),
                              described=bool(keep.data.params))
             if child.status == "RUNNING" and recorder_gone(child.tags.get(layout.RECORDER)):
-                self._terminate(child, "the search recording it stopped before the trial finished "
-                                       "(interrupted or killed)")
+                self._terminate(child, STOPPED)
                 report.orphans_terminated += 1
             if child.tags.get(layout.PARENT) != self.parent_id:
                 self.client.set_tag(child.run_id, layout.PARENT, self.parent_id)

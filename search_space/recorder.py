@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 
+STOPPED = "the search recording it stopped before the trial finished (interrupted or killed)"
+
 
 def recorder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"

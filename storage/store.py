@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from search_space.point import TrialConfig
-from search_space.recorder import recorder_gone, recorder_id
+from search_space.recorder import STOPPED, recorder_gone, recorder_id
 from search_space.result import TrialResult
 from search_space.retry import Backoff
 from storage import migrate
@@ -278,8 +278,7 @@ class ResultsStore(Queries):
         if orphans:
             connection.execute(update(trials).where(trials.c.id.in_(orphans), trials.c.status == "running")
                                .values(status="failed", failure_reason="error", finished_at=utcnow(),
-                                       failure_message="the search recording it stopped before the trial "
-                                                       "finished (interrupted or killed)"))
+                                       failure_message=STOPPED))
 
 
 def upgrade_store(url: str, revision: str = "head") -> migrate.Upgrade:

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from search_space.point import TrialConfig
+from search_space.recorder import STOPPED
 from search_space.result import TrialResult
 from search_space.space import SearchSpace
 from trials.search.sinks import Front, StudyInfo
@@ -66,21 +67,25 @@ class ProgressView:
     # ---- rendering --------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        out = {"complete": 0, "pruned": 0, "failed": 0}
+        """Finished trials by status; `stopped`: those a killed search left (failed, their designs
+        queued again), which do not count towards the requested trials."""
+        out = {"complete": 0, "pruned": 0, "failed": 0, "stopped": 0}
         for result in self.results.values():
-            out[result.status] = out.get(result.status, 0) + 1
+            stopped = result.failure is not None and result.failure.message == STOPPED
+            out["stopped" if stopped else result.status] += 1
         return out
 
     def __rich__(self) -> Group:
         counts, elapsed = self.counts(), time.time() - self.start
-        done = sum(counts.values())
+        done = counts["complete"] + counts["pruned"] + counts["failed"]
+        stopped = f"  (+{counts['stopped']} stopped by a kill, run again)" if counts["stopped"] else ""
         eta = "-"
         if self.new_finished and done < self.total:
             eta = f"{elapsed / self.new_finished * (self.total - done):.0f} s"
         head = Text(f"{getattr(self, 'name', '')}: {done}/{self.total} finished  "
                     f"complete {counts['complete']}  running {len(self.running)}  "
                     f"pruned {counts['pruned']}  failed {counts['failed']}  "
-                    f"elapsed {elapsed:.0f} s  remaining ~{eta}")
+                    f"elapsed {elapsed:.0f} s  remaining ~{eta}{stopped}")
         lines = [head, Text(self.best_line())]
         lines += [Text(f"  running #{n}: {what}", style="dim") for n, what in sorted(self.running.items())]
         return Group(*lines)

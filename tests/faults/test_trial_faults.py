@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from storage import ResultsStore
@@ -60,6 +61,7 @@ def test_raise_oom_and_nan_are_recorded_failed_everywhere_and_the_search_goes_on
     assert len(evaluations(tmp_path / "fault.log")) == 12, "each design evaluated once"
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_killed_ray_worker_is_retried_once_then_the_trial_is_recorded_failed(
         tmp_path: Path, plugin_env: dict[str, str]) -> None:
     """Two slow designs: the first's worker is killed once (the retry finishes it), the second's

@@ -21,6 +21,8 @@ from trials.search.ray_backend import RayBackend
 from trials.search.sinks import MemorySink, Sinks
 from trials.search.study import SearchError, SearchSpec
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray test at a time (each starts a local cluster)
+
 SPACE = """\
 name: ray-small
 data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}

@@ -26,7 +26,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search_space.point import TrialConfig
-from search_space.recorder import recorder_alive, recorder_gone, recorder_id
+from search_space.recorder import STOPPED, recorder_alive, recorder_gone, recorder_id
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
 from search_space.retry import Backoff
@@ -100,6 +100,7 @@ class OptunaBackend:
         self.spec, self.sinks, self.say = spec, sinks, say
         self.state = StudyState(spec, sinks)
         self.db = Backoff(f"the study's database ({_safe(spec.storage)})", say)
+        self.stopped: list[TrialResult] = []  # trials of a dead search, failed, for the sinks
         stopping = spec.space.search.early_stopping
         steps = max_steps(spec)
         self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, steps) \
@@ -111,8 +112,7 @@ class OptunaBackend:
 
     def open_study(self) -> optuna.Study:
         spec = self.spec
-        storage = RDBStorage(spec.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                             engine_kwargs=_engine_kwargs(spec.storage))
+        storage = _rdb_storage(spec.storage)
         exists = spec.study in {s.study_name for s in optuna.get_all_study_summaries(storage)}
         study = optuna.create_study(storage=storage, study_name=spec.study, load_if_exists=True,
                                     sampler=SAMPLERS.get(spec.space.search.sampler)(
@@ -170,6 +170,25 @@ class OptunaBackend:
                 self.tell_optuna(study, optuna.trial.Trial(study, frozen._trial_id), result)
             elif study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
                 study.enqueue_trial(frozen.params)
+                self.stopped.extend(self.stopped_result(frozen))
+
+    def stopped_result(self, frozen: FrozenTrial) -> list[TrialResult]:
+        """A dead search's trial, failed: for the sinks, which may not have heard it started (the
+        kill came between two of them). None for a trial killed before its design was drawn."""
+        if "config_hash" not in frozen.user_attrs:
+            return []
+        try:
+            point = self.state.sample(optuna.trial.FixedTrial(frozen.params, frozen.number))
+        except Exception:  # a parameter was never drawn
+            return []
+        return [TrialResult(point, "failed", 0, failure=Failure("error", STOPPED), study=self.spec.study,
+                            number=frozen.number)]
+
+    def announce_stopped(self) -> None:
+        """Tell the sinks of the dead searches' trials failed since the last call."""
+        for result in self.stopped:
+            self.state.finish(result)
+        self.stopped.clear()
 
     def enqueue_seeds(self, study: optuna.Study) -> None:
         from search_space.sampling import point_parameters
@@ -205,6 +224,7 @@ class OptunaBackend:
             self.sinks.trial_finished(self.spec.study, result)  # sinks are idempotent
         if self.state.results:
             self.sinks.front_updated(self.spec.study, self.state.front)
+        self.announce_stopped()
         context = mp.get_context("spawn")
         manager = SyncManager(ctx=context)
         manager.start(ignore_ctrl_c)  # the report queues outlive a Ctrl-C; the driver handles it
@@ -260,6 +280,7 @@ class OptunaBackend:
         for them; those of a search that died go stale, fail and are queued again (then ours)."""
         time.sleep(HEARTBEAT_S)
         self.fail_dead(study)
+        self.announce_stopped()
         self.absorb(study)
 
     def absorb(self, study: optuna.Study) -> None:
@@ -370,6 +391,20 @@ class OptunaBackend:
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _rdb_storage(url: str, tries: int = 5) -> RDBStorage:
+    """Optuna's storage on `url`. Two searches creating the same new database at once race to
+    create its tables; the loser finds them made by the winner on its next try."""
+    for attempt in range(tries):
+        try:
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              engine_kwargs=_engine_kwargs(url))
+        except Exception as exc:
+            if "already exists" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _dead_running(study: optuna.Study) -> list[FrozenTrial]:

@@ -262,7 +262,7 @@ class RayBackend:
         address = self.spec.extra.get("ray_address")
         if not ray.is_initialized():
             cpus = None if address else max(2, os.cpu_count() or 2)
-            ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(address=address or "local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                      ignore_reinit_error=True, logging_level=logging.WARNING)
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
         controller = logging.getLogger("ray.tune.execution.tune_controller")
