@@ -33,7 +33,6 @@ class Backoff:
                  limit_s: float = 600.0) -> None:
         self.what, self.say = what, say
         self.first_s, self.cap_s, self.limit_s = first_s, cap_s, limit_s
-        self.retries = 0  # over this object's life (reported by tests and the fault table)
 
     def call(self, fn: Callable[[], T]) -> T:
         delay, began = self.first_s, time.monotonic()
@@ -46,7 +45,6 @@ class Backoff:
                 if delay == self.first_s:
                     self.say(f"{self.what} is locked or unreachable ({_first_line(exc)}); retrying "
                              f"with backoff for up to {self.limit_s:.0f} s")
-                self.retries += 1
                 time.sleep(delay)
                 delay = min(delay * 2, self.cap_s)
                 continue

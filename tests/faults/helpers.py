@@ -65,5 +65,11 @@ def finished_events(folder: Path, study: str) -> Counter[int]:
     return Counter(e["number"] for e in lines if e["event"] == "trial_finished")
 
 
-def optuna_trials(folder: Path, study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=stores(folder)[1]).trials
+def optuna_trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=storage).trials
+
+
+def vlmsearch(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`vlmsearch ARGS` in `folder`, to its end."""
+    return subprocess.run([sys.executable, "-m", "vlmsearch", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)

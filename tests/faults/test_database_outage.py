@@ -16,7 +16,15 @@ from optuna.trial import TrialState
 from storage import ResultsStore
 from storage.testing import LocalPostgres, NoPostgres
 from tests.dashboard.mlflow_view import assert_mirrors_store
-from tests.faults.helpers import evaluations, finished_events, start, stores, wait_until, write_space
+from tests.faults.helpers import (
+    evaluations,
+    finished_events,
+    optuna_trials,
+    start,
+    stores,
+    wait_until,
+    write_space,
+)
 
 TRIALS = 14
 
@@ -41,9 +49,7 @@ def _search(tmp_path: Path, env: dict[str, str], storage: str) -> tuple[object, 
 
 
 def _everything_recorded(tmp_path: Path, storage: str) -> None:
-    import optuna
-
-    trials = optuna.load_study(study_name="outage", storage=storage).trials
+    trials = optuna_trials(storage, "outage")
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == TRIALS
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     with ResultsStore(storage, create=False) as store:

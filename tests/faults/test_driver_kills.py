@@ -20,7 +20,15 @@ from optuna.trial import TrialState
 from storage import ResultsStore
 from storage.testing import create_database, drop_database
 from tests.dashboard.mlflow_view import assert_one_run_per_trial_none_running
-from tests.faults.helpers import evaluations, finished_events, start, stores, wait_until, write_space
+from tests.faults.helpers import (
+    evaluations,
+    finished_events,
+    optuna_trials,
+    start,
+    stores,
+    wait_until,
+    write_space,
+)
 
 TRIALS = 40
 KILLS = {"sqlite": 5, "postgresql": 3}  # (the fault table in docs/FAULTS.md counts these)
@@ -61,7 +69,7 @@ def test_random_sigkills_then_resume_lose_nothing_and_count_nothing_twice(
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     _kept_as_before(storage, kept)
-    trials = optuna_trials_at(storage)
+    trials = optuna_trials(storage, "kills")
     counted = [t for t in trials if "result" in t.user_attrs and not t.user_attrs.get("interrupted")]
     assert len(counted) == TRIALS, "exactly the requested trials finished"
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
@@ -76,12 +84,6 @@ def test_random_sigkills_then_resume_lose_nothing_and_count_nothing_twice(
     events = finished_events(tmp_path, "kills")
     assert max(events.values()) == 1 and set(events) == set(stored), "each trial logged once"
     assert_one_run_per_trial_none_running(stores(tmp_path)[0], storage, "kills")
-
-
-def optuna_trials_at(storage: str) -> list:
-    import optuna
-
-    return optuna.load_study(study_name="kills", storage=storage).trials
 
 
 def _kept_as_before(storage: str, kept: dict[int, str]) -> dict[int, str]:

@@ -4,16 +4,9 @@ error instead of breaking every command."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.faults.helpers import write_space
-
-
-def vlmsearch(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vlmsearch", *args], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=120)
+from tests.faults.helpers import vlmsearch, write_space
 
 
 def test_an_installed_evaluator_is_listed_checked_and_used(tmp_path: Path,

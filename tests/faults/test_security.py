@@ -4,8 +4,6 @@ and `--auth` refusing anonymous requests are tested in tests/dashboard/test_dash
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,14 +15,9 @@ from sqlalchemy.engine import make_url
 from search_space import SpaceError, parse
 from storage import ResultsStore
 from storage.testing import create_database, drop_database
-from tests.faults.helpers import FAULT_SPACE, stores
+from tests.faults.helpers import FAULT_SPACE, stores, vlmsearch
 
 SECRET = "pw-" + uuid.uuid4().hex[:10]
-
-
-def vlmsearch(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vlmsearch", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_a_storage_password_goes_nowhere(tmp_path: Path, plugin_env: dict[str, str],
@@ -53,7 +46,7 @@ def test_a_storage_password_goes_nowhere(tmp_path: Path, plugin_env: dict[str, s
         with ResultsStore(storage, create=False) as store:  # beside the study, in its own database
             assert SECRET not in store.study_row("secret").space_yaml
         study = optuna.load_study(study_name="secret", storage=storage)
-        assert SECRET not in repr(study.user_attrs)
+        assert SECRET not in repr(study.user_attrs) + repr([t.user_attrs for t in study.trials])
     finally:
         drop_database(postgres_server, name)
 

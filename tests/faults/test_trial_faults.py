@@ -50,7 +50,7 @@ def test_raise_oom_and_nan_are_recorded_failed_everywhere_and_the_search_goes_on
     messages = {t.config["parameters"]["fault"]: t.failure.message for t in trials if t.failure}
     assert "injected fault" in messages["raise"] and messages["oom"].startswith("out of memory")
     assert messages["nan"] == "non-finite accuracy"
-    by_number = {t.number: t for t in optuna_trials(tmp_path, "faults")}
+    by_number = {t.number: t for t in optuna_trials(stores(tmp_path)[1], "faults")}
     for t in trials:  # the sampler was told: FAIL for each failure, the values of each success
         told = by_number[t.number]
         assert told.state == (TrialState.COMPLETE if t.status == "complete" else TrialState.FAIL)

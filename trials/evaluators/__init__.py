@@ -1,7 +1,7 @@
 """Evaluators of non-VLM designs, keyed by their YAML name (`evaluator:`); the descriptors
 (parameters each reads) are in `search_space.components.EVALUATORS`. The VLM evaluator is
-`trials.train.run_trial` itself. Plugins (entry points, see `search_space.plugins`) bring their
-own `evaluate`."""
+`trials.train.train_vlm`, reached through `trials.outcome.run_trial` like these. Plugins (entry
+points, see `search_space.plugins`) bring their own `evaluate`."""
 
 from __future__ import annotations
 
