@@ -8,8 +8,11 @@ a 15 s timeout: a down server costs a few seconds, then the sink backs off on it
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,6 +74,19 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@contextmanager
+def one_at_a_time(path: Path | None) -> Iterator[None]:
+    """Around opening a local SQLite tracking store: MLflow migrates a new file when it opens it,
+    and two searches doing that at once leave it half-migrated (an `_alembic_tmp_*` table) and
+    unusable, so they take turns (a lock file beside it)."""
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def open_client(uri: str):  # -> mlflow.tracking.MlflowClient
     check_uri(uri)
     path = local_sqlite_path(uri)
@@ -82,4 +98,5 @@ def open_client(uri: str):  # -> mlflow.tracking.MlflowClient
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow()  # after the import: MLflow configures its loggers when imported
-    return MlflowClient(tracking_uri=uri)
+    with one_at_a_time(path):
+        return MlflowClient(tracking_uri=uri)  # (makes the store, migrating a new file)
