@@ -8,13 +8,11 @@ a 15 s timeout: a down server costs a few seconds, then the sink backs off on it
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from search_space.locks import one_at_a_time, sqlite_path
 
 DEFAULT_TRACKING = "sqlite:///vlmsearch-runs/mlflow.db"
 OFF = ("none", "off", "")
@@ -46,16 +44,10 @@ def is_remote(uri: str) -> bool:
     return urlsplit(uri).scheme in ("http", "https", "databricks")
 
 
-def local_sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).expanduser()
-    return None
-
-
 def artifact_root(uri: str) -> str | None:
     """Where a local store keeps artifacts: `mlartifacts/` beside the database, not MLflow's
     default `./mlruns` in whatever directory the search ran from. None: the server decides."""
-    path = local_sqlite_path(uri)
+    path = sqlite_path(uri)
     return str((path.parent / "mlartifacts").resolve()) if path is not None else None
 
 
@@ -74,22 +66,9 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-@contextmanager
-def one_at_a_time(path: Path | None) -> Iterator[None]:
-    """Around opening a local SQLite tracking store: MLflow migrates a new file when it opens it,
-    and two searches doing that at once leave it half-migrated (an `_alembic_tmp_*` table) and
-    unusable, so they take turns (a lock file beside it)."""
-    if path is None:
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def open_client(uri: str):  # -> mlflow.tracking.MlflowClient
     check_uri(uri)
-    path = local_sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if is_remote(uri):

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from dashboard import layout
-from dashboard.client import TrackingError, check_uri, is_remote, local_sqlite_path, open_client, safe_uri
+from dashboard.client import TrackingError, check_uri, is_remote, open_client, safe_uri
+from search_space.locks import sqlite_path
 
 PASSWORD_ENV = "VLMSEARCH_DASHBOARD_PASSWORD"
 
@@ -92,7 +93,7 @@ def check_store(uri: str) -> None:
         check_uri(uri)
     except TrackingError as exc:
         raise DashboardError(str(exc)) from None
-    path = local_sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise DashboardError(f"no MLflow store at {path}: run a search first (`vlmsearch run SPACE.yaml`) "
                              "or pass --tracking with the URI the search used")
@@ -202,7 +203,7 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
         return 0
     studies = find_studies(uri, study)
     check_port(host, port)
-    path = local_sqlite_path(uri)
+    path = sqlite_path(uri)
     folder = path.parent if path is not None else Path("vlmsearch-runs")
     base = f"http://{browse_host(host)}:{port}"
     process = start_server(uri, host, port, folder / "mlartifacts", auth,

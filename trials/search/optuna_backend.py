@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search_space.locks import one_at_a_time, sqlite_path
 from search_space.point import TrialConfig
 from search_space.recorder import STOPPED, recorder_alive, recorder_gone, recorder_id
 from search_space.registry import Registry
@@ -112,20 +113,29 @@ class OptunaBackend:
 
     def open_study(self) -> optuna.Study:
         spec = self.spec
-        storage = _rdb_storage(spec.storage)
-        exists = spec.study in {s.study_name for s in optuna.get_all_study_summaries(storage)}
-        study = optuna.create_study(storage=storage, study_name=spec.study, load_if_exists=True,
-                                    sampler=SAMPLERS.get(spec.space.search.sampler)(
-                                        spec, len(self.state.points)),
-                                    pruner=_pruner(spec),
-                                    directions=[o.direction for o in spec.space.objectives])
-        if exists:
+        with one_at_a_time(sqlite_path(spec.storage)):  # a new SQLite file: one creator at a time
+            storage = _rdb_storage(spec.storage)
+            study, created = self.create_or_load(storage)
+            if created:
+                study.set_user_attr("space", self.design_of_space())
+                study.set_user_attr("space_yaml", spec.space_yaml)
+                self.enqueue_seeds(study)
+        if not created:
             self.check_resumable(study)
-        else:
-            study.set_user_attr("space", self.design_of_space())
-            study.set_user_attr("space_yaml", spec.space_yaml)
-            self.enqueue_seeds(study)
         return study
+
+    def create_or_load(self, storage: RDBStorage) -> tuple[optuna.Study, bool]:
+        """The study, and whether this search created it: of two searches starting it at once,
+        exactly one creates it (the database refuses the second name) and seeds it."""
+        spec = self.spec
+        options: dict[str, Any] = dict(
+            storage=storage, study_name=spec.study, pruner=_pruner(spec),
+            sampler=SAMPLERS.get(spec.space.search.sampler)(spec, len(self.state.points)))
+        try:
+            directions = [o.direction for o in spec.space.objectives]
+            return optuna.create_study(directions=directions, **options), True
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(**options), False
 
     def design_of_space(self) -> dict[str, Any]:
         dump = self.spec.space.model_dump(mode="json")
@@ -394,17 +404,26 @@ class OptunaBackend:
 
 
 def _rdb_storage(url: str, tries: int = 5) -> RDBStorage:
-    """Optuna's storage on `url`. Two searches creating the same new database at once race to
-    create its tables; the loser finds them made by the winner on its next try."""
+    """Optuna's storage on `url`. Two searches creating the same new server database at once
+    race to create its tables (SQLite files take turns instead: `one_at_a_time`); the loser finds
+    them made by the winner on its next try."""
     for attempt in range(tries):
         try:
             return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                               engine_kwargs=_engine_kwargs(url))
         except Exception as exc:
-            if "already exists" not in str(exc) or attempt == tries - 1:
+            if not _creation_race(exc) or attempt == tries - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _creation_race(exc: BaseException) -> bool:
+    """A table or revision row another process created first (PostgreSQL's "duplicate key" on
+    its catalog, SQLite's "already exists" and UNIQUE failures)."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "IntegrityError" or any(
+        word in text for word in ("already exists", "duplicate key", "unique constraint"))
 
 
 def _dead_running(study: optuna.Study) -> list[FrozenTrial]:
