@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dashboard.client import artifact_root, open_client, safe_uri, scrub_uri
+from dashboard.client import open_client, safe_uri, scrub_uri
 from dashboard.tracker import StudyTracker
 from search_space.result import TrialResult
 
@@ -124,7 +124,7 @@ class MlflowSink:
     def _open(self) -> None:
         if self._client is None:
             self._client = open_client(self.uri)
-        tracker = StudyTracker(self._client, self.study.name, artifact_root(self.uri))
+        tracker = StudyTracker.on(self._client, self.uri, self.study.name)
         report = tracker.open(self.study.space, self.study.space_yaml, self.study.settings)
         if report.orphans_terminated:
             self.say(f"tracking: {report.orphans_terminated} run(s) left running by a search that "

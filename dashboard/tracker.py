@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dashboard import layout
+from dashboard.client import artifact_root
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
+from search_space.locks import one_at_a_time, sqlite_path
 from search_space.pareto import feasible
 from search_space.recorder import STOPPED, recorder_gone, recorder_id
 from search_space.result import TrialResult
@@ -57,8 +59,10 @@ class OpenReport:
 
 
 class StudyTracker:
-    def __init__(self, client: Any, study: str, artifact_location: str | None = None) -> None:
+    def __init__(self, client: Any, study: str, artifact_location: str | None = None,
+                 lock: Path | None = None) -> None:
         self.client, self.study, self.artifact_location = client, study, artifact_location
+        self.lock = lock  # a local tracking file: searches opening the study take turns
         self.experiment_id = ""
         self.parent_id = ""
         self.children: dict[int, ChildRun] = {}
@@ -71,14 +75,20 @@ class StudyTracker:
         self.plotted_at = -math.inf
         self.recorder = recorder_id()
 
+    @classmethod
+    def on(cls, client: Any, uri: str, study: str) -> StudyTracker:
+        """The tracker of `study` on the tracking store at `uri` (`client` opened on it)."""
+        return cls(client, study, artifact_root(uri), sqlite_path(uri))
+
     # ---- the study -------------------------------------------------------------------------
 
     def open(self, space: Any, space_yaml: str, settings: Mapping[str, Any]) -> OpenReport:
         """Find or create the experiment and the parent run; read back the child runs."""
         self.objectives, self.constraints = list(space.objectives), list(space.constraints)
-        self.experiment_id = self._experiment()
         report = OpenReport()
-        self.parent_id, report.created_parent = self._parent(report)
+        with one_at_a_time(self.lock):  # two searches starting together: one experiment, one parent
+            self.experiment_id = self._experiment()
+            self.parent_id, report.created_parent = self._parent(report)
         self._read_children(report)
         self._log_settings(settings)
         self.client.log_text(self.parent_id, space_yaml, "space.yaml")
@@ -93,7 +103,12 @@ class StudyTracker:
         found = self.client.get_experiment_by_name(self.study)
         if found is None:
             location = f"{self.artifact_location}/{self.study}" if self.artifact_location else None
-            return self.client.create_experiment(self.study, artifact_location=location, tags=tags)
+            try:
+                return self.client.create_experiment(self.study, artifact_location=location, tags=tags)
+            except Exception as exc:  # a server: another search created it a moment ago
+                found = self.client.get_experiment_by_name(self.study)
+                if found is None:
+                    raise exc from None
         if found.lifecycle_stage == "deleted":
             self.client.restore_experiment(found.experiment_id)  # the user's runs come back
         for key, value in tags.items():
@@ -126,6 +141,10 @@ class StudyTracker:
             layout.KIND: "study", layout.STUDY: self.study,
             layout.NOTE: f"vlmsearch study '{self.study}': one child run per trial; filter "
                          f"`{layout.PARETO_FILTER}` for the Pareto front; pareto.html is the plot."})
+        first = min(self._runs("study"), key=lambda r: (r.info.start_time or 0, r.info.run_id))
+        if first.info.run_id != run.info.run_id:  # a server: another search created one just before
+            self.client.delete_run(run.info.run_id)
+            return first.info.run_id, False
         return run.info.run_id, True
 
     def _read_children(self, report: OpenReport) -> None:

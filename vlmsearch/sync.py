@@ -40,13 +40,13 @@ class SyncReport:
 def sync_study(store: Any, study: str, uri: str) -> SyncReport:
     """`store`: an open `ResultsStore`. Raises `UnknownStudy` / `StorageError` from the store and
     whatever MLflow raises when it cannot be reached."""
-    from dashboard.client import artifact_root, open_client
+    from dashboard.client import open_client
     from dashboard.tracker import StudyTracker
     from storage.queries import TERMINAL
 
     row = store.study_row(study)
     space = store.space(study)
-    tracker = StudyTracker(open_client(uri), study, artifact_root(uri))
+    tracker = StudyTracker.on(open_client(uri), uri, study)
     opened = tracker.open(space, row.space_yaml, row.settings or {})
     synced_before = {n for n, c in tracker.children.items() if c.synced}
     stored = store.trials(study)

@@ -276,3 +276,68 @@ def test_tracking_none_turns_mlflow_off(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert (tmp_path / "vlmsearch-runs" / "results.db").exists()
     assert not (tmp_path / "vlmsearch-runs" / "mlflow.db").exists()
+
+
+OPEN_TRACKER = """\
+import sys, time
+from dashboard.client import open_client
+from dashboard.tracker import StudyTracker
+from search_space import parse
+from tests.dashboard.conftest import SPACE
+uri, start = sys.argv[1], float(sys.argv[2])
+client = open_client(uri)
+time.sleep(max(0.0, start - time.time()))  # (imports done: all open at once)
+StudyTracker.on(client, uri, "small").open(parse(SPACE).space, SPACE, {"sampler": "tpe"})
+"""
+
+
+def test_searches_opening_one_study_at_once_share_one_experiment_and_parent(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    open_client(uri)  # (the file's migrations: tests/dashboard/test_client.py)
+    start = time.time() + 6
+    root = Path(__file__).resolve().parents[2]
+    processes = [subprocess.Popen([sys.executable, "-c", OPEN_TRACKER, uri, str(start)], cwd=root,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    client = MlflowClient(uri)
+    assert [e.name for e in client.search_experiments()] == ["small", "Default"]
+    parents = client.search_runs([client.get_experiment_by_name("small").experiment_id],
+                                 run_view_type=3)  # (deleted ones too)
+    assert len(parents) == 1
+
+
+class LateSight:
+    """A client that answers one search its first lookups as if another search had not yet created
+    the experiment and the parent run: the interleaving of two searches on an `mlflow server`,
+    where no file lock orders them."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.blind = client, {"get_experiment_by_name", "search_runs"}
+
+    def __getattr__(self, name: str):
+        real = getattr(self.client, name)
+        if name not in self.blind:
+            return real
+        self.blind.discard(name)
+        return lambda *args, **kwargs: None if name == "get_experiment_by_name" else _NoRuns()
+
+
+class _NoRuns(list):
+    token = None
+
+
+def test_a_search_that_lost_the_race_on_a_server_adopts_the_winners_experiment_and_parent(
+        tmp_path: Path) -> None:
+    space = parse(SPACE).space
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    winner = StudyTracker(open_client(uri), "small")
+    winner.open(space, SPACE, {"sampler": "tpe"})
+    loser = StudyTracker(LateSight(open_client(uri)), "small")
+    report = loser.open(space, SPACE, {"sampler": "tpe"})
+    assert (loser.experiment_id, loser.parent_id) == (winner.experiment_id, winner.parent_id)
+    assert not report.created_parent
+    client = MlflowClient(uri)
+    active = client.search_runs([winner.experiment_id])
+    assert [r.info.run_id for r in active] == [winner.parent_id]  # the loser's own parent: deleted
