@@ -6,12 +6,13 @@ skipped only when there are no PostgreSQL binaries on the machine, and the skip 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from storage.testing import LocalPostgres, NoPostgres
+from storage.testing import LocalPostgres, NoPostgres, create_database, drop_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,3 +39,16 @@ def postgres_server() -> Iterator[str]:
         pytest.skip(f"PostgreSQL half skipped: {exc}")
     with server:
         yield server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database on each backend: a new SQLite file, or a new database on
+    the session's server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/results.db"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"vs_test_{uuid.uuid4().hex[:12]}"
+    yield create_database(server, name)
+    drop_database(server, name)

@@ -9,16 +9,12 @@ import os
 import random
 import signal
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from optuna.trial import TrialState
 
 from storage import ResultsStore
-from storage.testing import create_database, drop_database
 from tests.dashboard.mlflow_view import assert_one_run_per_trial_none_running
 from tests.faults.helpers import (
     evaluations,
@@ -34,25 +30,14 @@ TRIALS = 40
 KILLS = {"sqlite": 5, "postgresql": 3}  # (the fault table in docs/FAULTS.md counts these)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield stores(tmp_path)[1]
-        return
-    server = request.getfixturevalue("postgres_server")
-    name = f"vs_kill_{uuid.uuid4().hex[:12]}"
-    yield create_database(server, name)
-    drop_database(server, name)
-
-
 def test_random_sigkills_then_resume_lose_nothing_and_count_nothing_twice(
-        tmp_path: Path, plugin_env: dict[str, str], storage: str) -> None:
+        tmp_path: Path, plugin_env: dict[str, str], database: str) -> None:
     write_space(tmp_path, name="kills", xs=str(list(range(64))), trials=TRIALS, sampler="random")
     log = tmp_path / "fault.log"
     env = {**plugin_env, "FAULT_DELAY_S": "0.5", "FAULT_LOG": str(log)}  # short trials: kills land in writes
-    backend = "sqlite" if storage.startswith("sqlite") else "postgresql"
+    backend = "sqlite" if database.startswith("sqlite") else "postgresql"
     rng = random.Random(7)
-    flags = ("--storage", storage, "--resume")
+    flags = ("--storage", database, "--resume")
     kept: dict[int, str] = {}  # trial number -> its status, once recorded
     kills = 0
     while kills < KILLS[backend]:
@@ -64,16 +49,16 @@ def test_random_sigkills_then_resume_lose_nothing_and_count_nothing_twice(
         os.killpg(search.pid, signal.SIGKILL)  # the driver and its workers, at once
         search.wait()
         kills += 1
-        kept = _kept_as_before(storage, kept)
+        kept = _kept_as_before(database, kept)
     resumed = start(tmp_path, env, *flags)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    _kept_as_before(storage, kept)
-    trials = optuna_trials(storage, "kills")
+    _kept_as_before(database, kept)
+    trials = optuna_trials(database, "kills")
     counted = [t for t in trials if "result" in t.user_attrs and not t.user_attrs.get("interrupted")]
     assert len(counted) == TRIALS, "exactly the requested trials finished"
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
-    with ResultsStore(storage, create=False) as store:
+    with ResultsStore(database, create=False) as store:
         stored = {t.number: t for t in store.trials("kills")}
     state = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
     by_number = {t.number: t for t in trials}
@@ -83,7 +68,7 @@ def test_random_sigkills_then_resume_lose_nothing_and_count_nothing_twice(
         assert t.number in stored or (t.state == TrialState.FAIL and "result" not in t.user_attrs)
     events = finished_events(tmp_path, "kills")
     assert max(events.values()) == 1 and set(events) == set(stored), "each trial logged once"
-    assert_one_run_per_trial_none_running(stores(tmp_path)[0], storage, "kills")
+    assert_one_run_per_trial_none_running(stores(tmp_path)[0], database, "kills")
 
 
 def _kept_as_before(storage: str, kept: dict[int, str]) -> dict[int, str]:
