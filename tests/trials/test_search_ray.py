@@ -56,7 +56,7 @@ def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
 
 @pytest.fixture
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
