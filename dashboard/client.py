@@ -68,14 +68,11 @@ def quiet_mlflow() -> None:
 
 def open_client(uri: str):  # -> mlflow.tracking.MlflowClient
     check_uri(uri)
-    path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     if is_remote(uri):
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow()  # after the import: MLflow configures its loggers when imported
-    with one_at_a_time(path):
+    with one_at_a_time(sqlite_path(uri)):  # (makes the file's folder)
         return MlflowClient(tracking_uri=uri)  # (makes the store, migrating a new file)

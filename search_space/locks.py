@@ -11,10 +11,18 @@ from pathlib import Path
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a `sqlite:///path` URL (None for other URLs and in-memory databases)."""
-    if not url.startswith("sqlite:///") or url.removeprefix("sqlite:///") in ("", ":memory:"):
+    """The file of a SQLite URL (`sqlite:///path`, any SQLite driver); None for other URLs, for
+    in-memory databases and for what is not a database URL at all (an MLflow `databricks`)."""
+    from sqlalchemy.engine import make_url  # (only where a URL is opened: not at start-up)
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
         return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
 
 
 @contextmanager

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from search_space.locks import sqlite_path
+
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 WRITE = "vlmsearch_write"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
 BUSY_TIMEOUT_MS = 60_000
@@ -49,11 +51,10 @@ def parse_url(url: str) -> URL:
 
 
 def sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL (None for other backends and in-memory databases)."""
-    parsed = parse_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).expanduser()
+    """The database file of a SQLite URL (None for other backends and in-memory databases); a
+    string that is no database URL is refused."""
+    parse_url(url)
+    return sqlite_path(url)
 
 
 def exists(url: str) -> bool:
