@@ -20,6 +20,7 @@ from dashboard.tracker import StudyTracker
 from search_space import compile_space, parse
 from search_space.result import Failure, TrialResult
 from storage import ResultsStore
+from tests.at_once import START, run_at_once
 from tests.dashboard.conftest import SPACE, Study, free_port, vlmsearch
 from tests.dashboard.mlflow_view import assert_mirrors_store, logged, sample_results
 
@@ -278,29 +279,23 @@ def test_tracking_none_turns_mlflow_off(tmp_path: Path) -> None:
     assert not (tmp_path / "vlmsearch-runs" / "mlflow.db").exists()
 
 
-OPEN_TRACKER = """\
-import sys, time
+OPEN_TRACKER = f"""\
+import sys
 from dashboard.client import open_client
 from dashboard.tracker import StudyTracker
 from search_space import parse
 from tests.dashboard.conftest import SPACE
-uri, start = sys.argv[1], float(sys.argv[2])
+uri = sys.argv[2]
 client = open_client(uri)
-time.sleep(max(0.0, start - time.time()))  # (imports done: all open at once)
-StudyTracker.on(client, uri, "small").open(parse(SPACE).space, SPACE, {"sampler": "tpe"})
+{START}
+StudyTracker.on(client, uri, "small").open(parse(SPACE).space, SPACE, {{"sampler": "tpe"}})
 """
 
 
 def test_searches_opening_one_study_at_once_share_one_experiment_and_parent(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     open_client(uri)  # (the file's migrations: tests/dashboard/test_client.py)
-    start = time.time() + 6
-    root = Path(__file__).resolve().parents[2]
-    processes = [subprocess.Popen([sys.executable, "-c", OPEN_TRACKER, uri, str(start)], cwd=root,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    for process in processes:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
+    run_at_once(OPEN_TRACKER, uri)
     client = MlflowClient(uri)
     assert [e.name for e in client.search_experiments()] == ["small", "Default"]
     parents = client.search_runs([client.get_experiment_by_name("small").experiment_id],
