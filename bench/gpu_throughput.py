@@ -2,6 +2,14 @@
 
     python bench/gpu_throughput.py                       # one GPU: base-size experts, ~0.5B LM, bf16
     python bench/gpu_throughput.py --scale tiny --device cpu --steps 4   # a smoke run on a laptop
+    python bench/gpu_throughput.py --scale paper --steps 20   # 7B: the resource model vs the GPU
+
+`--scale paper` trains examples/papers/mousi.yaml (CLIP-L/336 + DINOv2-L@448 + SAM-B@1024, 5696
+visual tokens on 120 positions, a Vicuna-7B-shaped LM with LoRA r 64, batch 16) built from the
+checkpoints' configs with random weights on the GPU, on probe images at 1024 px, with the
+recipe `vlmsearch trial` would choose (bf16, micro-batch and checkpointing from the resource
+model), and prints the resource model's `est_mem_gb` against `torch.cuda.max_memory_allocated`,
+samples/s, and MFU (the model's step FLOPs over the measured step time and the device's peak).
 
 `--scale base` writes random-weight checkpoints from real configs (CLIP ViT-B/16 at 224, DINOv2-B/14
 at 224, SAM ViT-B at 1024, and a 28-layer 1024-wide Llama, ~0.47B parameters, with vlmsearch's word
@@ -148,9 +156,55 @@ def _pct(tflops: float, peak: float | None) -> str:
     return f"{100 * tflops / peak:.1f}" if peak else "-"
 
 
+PROFILE_OF_DEVICE = {"H200": "h200", "H100": "h100", "A100-SXM4-40GB": "a100-40g", "A100": "a100-80g",
+                     "L40S": "l40s"}
+
+
+def device_profile(device: str) -> str:
+    """The resource model's profile of this machine's GPU (cpu without one)."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PROFILE_OF_DEVICE.items() if k in name), "h100")
+
+
+def paper_scale(args: argparse.Namespace) -> None:
+    """The 7B mousi design with random weights: the resource model against the real step."""
+    from search_space.resources.analytic import point_estimate
+    from search_space.resources.devices import DEVICE_PROFILES, GB
+    from search_space.space import Resources
+
+    point, _ = load_point(Path(__file__).resolve().parents[1] / "examples/papers/mousi.yaml")
+    data = {"benchmark": "probe", "train_size": max(64, args.steps * args.batch), "eval_size": 16,
+            "image_size": 1024, "seed": 0}
+    train = point.train.model_copy(update={"steps": args.steps, "batch_size": args.batch})
+    point = point.model_copy(update={"data": point.data.model_validate(data), "train": train})
+    profile = device_profile(args.device)
+    resources = Resources(gpu=1, device_profile=profile, text_tokens=16)  # the probe's questions
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = FeatureCache(Path(tmp) / "cache")
+        result = run_trial(point, TrialOptions(device=args.device, cache=cache, resources=resources,
+                                               random_weights=True))
+    assert result.status == "complete", result.failure
+    m, e = result.metrics, point_estimate(point, resources)
+    assert e is not None
+    step_flops = sum(plan.step_flops(args.batch) * plan.stage.steps for plan in e.stages) / args.steps
+    peak = DEVICE_PROFILES.get(profile).peak_tflops(e.precision) * 1e12
+    seconds = m["train_time_s"] / args.steps
+    print(f"mousi at 7B on {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'} "
+          f"(profile {profile}): {m['visual_tokens']:.0f} visual tokens, {e.seq_len} tokens a sample, "
+          f"batch {args.batch}, {args.steps} steps, {e.precision}, micro-batch {m['micro_batch']:.0f}, "
+          f"checkpointing {'on' if e.checkpointing else 'off'}")
+    print(f"est_mem_gb {m['est_mem_gb']:.1f} GB; max_memory_allocated {m['peak_mem_mb'] * 2**20 / GB:.1f} GB "
+          f"(ratio measured/estimated {m['peak_mem_mb'] * 2**20 / GB / m['est_mem_gb']:.2f})")
+    print(f"{args.batch / seconds:.2f} samples/s; {seconds:.2f} s a step; model step "
+          f"{step_flops / 1e12:.0f} TFLOP; MFU {100 * step_flops / seconds / peak:.1f}% of "
+          f"{peak / 1e12:.0f} TFLOP/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="base")
+    parser.add_argument("--scale", choices=[*sorted(SCALES), "paper"], default="base")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=16)
@@ -158,6 +212,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
+    if args.scale == "paper":
+        paper_scale(args)
+        return
     scale = SCALES[args.scale]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
-from search_space.cost import UnknownGeometry, expert_grid, point_cost
+from search_space.cost import UnknownGeometry, expert_grid
 from search_space.errors import InvalidDesign, Problem
 from search_space.fusions import FUSIONS
 from search_space.point import ExpertConfig
 from search_space.presets import expert_info, looks_like_path
-from search_space.ranges import Choices, FloatRange, IntRange, possible_values
+from search_space.ranges import Choices, FloatRange, IntRange, is_free, possible_values
 from search_space.registry import unknown_name_message
 from search_space.sampling import compile_space, valid_subsets, values
 from search_space.space import SearchSpace
@@ -243,7 +243,7 @@ def search_settings(space: SearchSpace) -> list[Problem]:
     if not space.trains_vlm and search.early_stopping.kind != "none":
         out.append(Problem(("search", "early_stopping", "kind"), f"evaluator '{space.evaluator}' "
                            "reports no intermediate results to stop on; use kind: none"))
-    steps = max(possible_values(space.train.steps))
+    steps = space.max_steps()
     if space.trains_vlm and search.early_stopping.kind != "none" and search.early_stopping.min_steps >= steps:
         out.append(Problem(("search", "early_stopping", "min_steps"), f"min_steps "
                            f"({search.early_stopping.min_steps}) must be below train.steps "
@@ -278,17 +278,53 @@ def evaluator_parameters(space: SearchSpace) -> list[Problem]:
 
 @_vlm_check
 def point_designs(space: SearchSpace) -> list[Problem]:
-    """A point (no free parameter) must be buildable: fusion needs, interleave grids."""
+    """A point (no free parameter) must be buildable (fusion needs, interleave grids) and must
+    train on its device: positions within the LM's, memory within the device's."""
+    from search_space.resources.analytic import design_problems
+
     compiled = compile_space(space)
     if compiled.free_parameters() or not compiled.subsets:
         return []
     try:
-        point_cost(compiled.only_point())
+        point = compiled.only_point()
+    except ValidationError:  # a cross-field rule of the point; its own check names it
+        return []
+    try:
+        return [Problem((section,), message)
+                for section, message in design_problems(point, space.search.resources)]
     except InvalidDesign as exc:
         return [Problem(("fusion",), str(exc))]
     except UnknownGeometry:
         return []
-    return []
+
+
+@_check
+def stages(space: SearchSpace) -> list[Problem]:
+    """With `train.stages`, `train.steps` and `train.lr` are the stages' own; each stage must
+    train something its mode lets train."""
+    train, out = space.train, []
+    if train.stages is None:
+        return out
+    if "lr" in train.model_fields_set:
+        out.append(Problem(("train", "lr"), "train.lr is not read when train.stages is given "
+                           "(each stage has its own lr); remove it"))
+    if "steps" in train.model_fields_set:
+        fixed = not is_free(train.steps) and not any(is_free(stage.steps) for stage in train.stages)
+        total = sum(possible_values(stage.steps)[0] for stage in train.stages)
+        if not fixed or possible_values(train.steps)[0] != total:
+            out.append(Problem(("train", "steps"), "with train.stages, train.steps is the stages' "
+                               "total; leave it out (each stage has its steps)"))
+    lm_modes = set(possible_values(space.language_model.train))
+    expert_modes = {m for e in space.pool.values() for m in possible_values(e.train)}
+    for i, stage in enumerate(train.stages):
+        for parts in possible_values(stage.train):
+            can = {"connector"} | ({"lm"} if lm_modes != {"frozen"} else set()) | (
+                {"experts"} if expert_modes - {"frozen"} else set())
+            if not set(parts) & can:
+                out.append(Problem(("train", "stages", i, "train"), f"stage {i + 1} trains "
+                                   f"{list(parts)}, but each is frozen (language_model.train, the "
+                                   "experts' train); add connector, or unfreeze what it names"))
+    return out
 
 
 @_vlm_check

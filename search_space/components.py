@@ -102,6 +102,10 @@ for _name, _desc, _unit in [
     ("latency_ms", "one sample's forward, after warm-up", "ms"),
     ("peak_mem_mb", "peak memory during training", "MiB"),
     ("train_time_s", "wall time of training", "s"),
+    ("est_mem_gb", "resource model: peak accelerator memory of training (before training)", "GB"),
+    ("est_train_tflop", "resource model: FLOPs of the whole trial (before training)", "TFLOP"),
+    ("est_gpu_hours", "resource model: GPU-hours of the trial at the device's peak x MFU", "h"),
+    ("micro_batch", "samples per forward (gradient accumulation makes up the batch)", "samples"),
 ]:
     METRICS.register(_name, Metric(_desc, _unit), _desc)
 

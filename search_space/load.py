@@ -95,8 +95,22 @@ def parse(text: str, source: str = "<string>") -> Loaded:
     return Loaded(space, lines, source)
 
 
-def load(path: str | FilePath) -> Loaded:
-    """Parse and cross-check a YAML file; raises `SpaceError` with every problem."""
+def with_device_profile(space: SearchSpace, name: str | None) -> SearchSpace:
+    """`space` planned for device profile `name` (a flag over `search.resources`)."""
+    if name is None:
+        return space
+    from search_space.resources.devices import DEVICE_PROFILES
+
+    if name not in DEVICE_PROFILES:
+        raise ValueError(f"--device-profile: {DEVICE_PROFILES.unknown(name)}")
+    search = space.search
+    resources = search.resources.model_copy(update={"device_profile": name})
+    return space.model_copy(update={"search": search.model_copy(update={"resources": resources})})
+
+
+def load(path: str | FilePath, device_profile: str | None = None) -> Loaded:
+    """Parse and cross-check a YAML file (planned for `device_profile` when given, over the
+    YAML's); raises `SpaceError` with every problem."""
     from search_space.checks import check
 
     file = FilePath(path)
@@ -107,17 +121,22 @@ def load(path: str | FilePath) -> Loaded:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError([Problem((), f"cannot read {file}: {exc}")], str(file)) from None
     loaded = parse(text, str(file))
+    try:
+        loaded = Loaded(with_device_profile(loaded.space, device_profile), loaded.lines, loaded.source)
+    except ValueError as exc:
+        raise SpaceError([Problem((), str(exc))], str(file)) from None
     problems = check(loaded.space)
     if problems:
         raise loaded.fail(problems)
     return loaded
 
 
-def load_point(path: str | FilePath) -> tuple[TrialConfig, Loaded]:
+def load_point(path: str | FilePath, device_profile: str | None = None
+               ) -> tuple[TrialConfig, Loaded]:
     """Load a file that must be a point (no free parameter)."""
     from search_space.sampling import compile_space
 
-    loaded = load(path)
+    loaded = load(path, device_profile)
     compiled = compile_space(loaded.space)
     free = compiled.free_parameters()
     if free:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -69,12 +69,18 @@ class DataConfig(Frozen):
 
 class LanguageModelConfig(Frozen):
     source: LMSource = "tiny-llama"
-    train: Literal["frozen", "lora", "full"] = "full"
+    train: TrainMode = "full"
     lora_rank: PositiveInt = 8
 
 
+TrainMode = Literal["frozen", "lora", "full"]
+
+
 class ExpertConfig(Frozen):
-    """One frozen vision expert: which layers, merged how, reduced to how many tokens."""
+    """One vision expert: which layers, merged how, reduced to how many tokens; frozen (its
+    features cached) unless `train` says otherwise (then it runs live every step)."""
+
+    added: ClassVar[frozenset[str]] = frozenset({"train"})  # left out of the hash at default
 
     source: ExpertSource
     layers: LayerSel = -1
@@ -82,21 +88,98 @@ class ExpertConfig(Frozen):
     tokens: SquareInt | None = None      # reduce to a sqrt(tokens) square grid; null keeps all
     image_size: ImageSide | None = None  # the expert's input side; null: its native size
     primary: bool = False                # the primary expert of mr_adapter / cross_attention
+    train: TrainMode = "frozen"          # lora / full: the expert trains (EAGLE, LLaVA-HR)
 
     @property
     def layer_list(self) -> tuple[int, ...]:
         return (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
 
 
+LearningRate = Annotated[float, Field(gt=0)]
+Part = Literal["connector", "lm", "experts"]
+
+
+class Stage(Frozen):
+    """One training stage (LLaVA: 1. the connector alone, 2. the connector and the LM). The
+    parts listed train in it, each as its own `train` mode allows; the others are held."""
+
+    train: Annotated[list[Part], Field(min_length=1)]
+    steps: PositiveInt
+    lr: LearningRate                    # the LM's (and every part's unless set below)
+    connector_lr: LearningRate | None = None
+    expert_lr: LearningRate | None = None
+
+    @model_validator(mode="after")
+    def _parts_once(self) -> Stage:
+        if len(set(self.train)) < len(self.train):
+            raise ValueError(f"stage trains {self.train}: list each part once")
+        return self
+
+
 class TrainConfig(Frozen):
+    """The training recipe. Without `stages`, one stage trains every part its mode lets train,
+    for `steps` at `lr`. `batch_size` is the effective batch; `micro_batch` what one forward
+    holds (gradient accumulation makes up the rest)."""
+
+    added: ClassVar[frozenset[str]] = frozenset({
+        "micro_batch", "gradient_checkpointing", "precision", "stages", "connector_lr",
+        "expert_lr"})  # left out of the hash at their defaults, so older hashes stand
+    derived: ClassVar[frozenset[str]] = frozenset({"steps"})  # from `stages` when not given
+
     steps: PositiveInt = 300
     batch_size: PositiveInt = 32
-    lr: Annotated[float, Field(gt=0)] = 1e-3
+    lr: LearningRate = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.05  # fraction of steps
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.05  # fraction of each stage's steps
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
     eval_every: PositiveInt | None = None                # default: only at the end
     seed: int = 0
+    micro_batch: Literal["auto"] | PositiveInt = "auto"  # auto: the largest that fits the device
+    gradient_checkpointing: Literal["auto"] | bool = "auto"  # auto: when needed to fit
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    connector_lr: LearningRate | None = None             # default: lr
+    expert_lr: LearningRate | None = None                # default: lr
+    stages: Annotated[list[Stage], Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_of_stages(cls, data: Any) -> Any:
+        """With stages, `steps` is their total (a differing explicit `steps` is refused)."""
+        if not isinstance(data, dict) or not data.get("stages"):
+            return data
+        stages = data["stages"]
+        try:
+            total = sum(int(s["steps"] if isinstance(s, dict) else s.steps) for s in stages)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return data  # the stage's own validation names what is missing
+        if "steps" in data and data["steps"] != total:
+            raise ValueError(f"train.steps ({data['steps']}) is not the stages' total ({total}); "
+                             "leave train.steps out when stages are given (each has its steps)")
+        return {**data, "steps": total}
+
+    def stage_list(self) -> list[Stage]:
+        """The stages this recipe runs (one, from the top-level fields, without `stages`)."""
+        if self.stages:
+            return list(self.stages)
+        return [Stage(train=["connector", "lm", "experts"], steps=self.steps, lr=self.lr,
+                      connector_lr=self.connector_lr, expert_lr=self.expert_lr)]
+
+    def with_total_steps(self, steps: int) -> TrainConfig:
+        """The recipe with `steps` in all: without stages, `steps`; with stages, each stage's
+        steps scaled to that total (at least one each)."""
+        if not self.stages:
+            return self.model_copy(update={"steps": steps})
+        if steps < len(self.stages):
+            raise ValueError(f"{steps} steps cannot cover {len(self.stages)} stages; give at "
+                             f"least {len(self.stages)}")
+        stages, done, before = [], 0, 0
+        for i, stage in enumerate(self.stages):
+            done += stage.steps
+            left = len(self.stages) - i - 1  # every later stage keeps at least one step
+            end = min(steps - left, max(before + 1, round(done * steps / self.steps)))
+            stages.append(stage.model_copy(update={"steps": end - before}))
+            before = end
+        return self.model_copy(update={"stages": stages, "steps": steps})
 
 
 def _kind(value: Any) -> str | None:
@@ -151,6 +234,11 @@ class TrialConfig(Frozen):
         if not self.trains_vlm:
             return {"evaluator": self.evaluator, "parameters": _sorted(dict(self.parameters))}
         data = self.model_dump(mode="json", include=set(DESIGN_FIELDS))
+        data["train"] = _without_added(self.train, data["train"])
+        if self.train.stages:  # steps is their total, lr unread
+            data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "lr")}
+        data["experts"] = {name: _without_added(self.experts[name], cfg)
+                           for name, cfg in data["experts"].items()}
         out = {key: _sorted(data[key]) for key in sorted(data) if key != "experts"}
         out["experts"] = {name: _sorted(cfg) for name, cfg in data["experts"].items()}
         return dict(sorted(out.items()))
@@ -166,6 +254,14 @@ class TrialConfig(Frozen):
     def to_yaml_data(self) -> dict[str, Any]:
         """The point in its YAML shape (name first), as `vlmsearch trial` reads it back."""
         return {"name": self.name, **self.canonical()}
+
+
+def _without_added(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """`dumped` without the fields added after the first release that hold their defaults, so a
+    design written before they existed keeps its hash."""
+    fields = type(model).model_fields
+    return {key: value for key, value in dumped.items()
+            if key not in getattr(model, "added", ()) or getattr(model, key) != fields[key].default}
 
 
 def _sorted(value: Any) -> Any:

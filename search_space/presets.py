@@ -27,7 +27,7 @@ class ExpertInfo:
     fixed_image_size: bool = False  # SAM: the config fixes the input side
     stage_strides: tuple[int, ...] = ()  # ConvNeXt: stride of hidden_states[i]
     stage_widths: tuple[int, ...] = ()   # ConvNeXt: channels of hidden_states[i]
-    config: dict[str, Any] = field(default_factory=dict, compare=False)  # preset's HF config
+    config: dict[str, Any] = field(default_factory=dict, compare=False)  # its HF (vision) config
 
     def depth_ok(self, index: int) -> bool:
         """HF hidden-state index: 0 = embeddings, -1 = last block."""
@@ -105,24 +105,69 @@ for _name, _info, _desc in [
     PRESETS.register(_name, _info, _desc)
 
 
-# Real checkpoints named in the examples: geometry from their published configs, so the cost
-# model and checks work on a laptop that cannot download them.
+# Real checkpoints named in the examples: geometry and the vision part of their published
+# `config.json` (what `vision_cost` reads; fields left out are the HF class defaults), so the
+# cost model and checks work on a laptop that cannot download them. Sources, per entry:
+# the checkpoint's config.json on the Hugging Face Hub as mirrored in public code, and the
+# transformers conversion scripts that wrote them (models/<family>/convert_*.py).
+_CLIP_L14 = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+             "num_attention_heads": 16, "patch_size": 14, "projection_dim": 768,
+             "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+_SAM = {"output_channels": 256, "patch_size": 16, "image_size": 1024, "window_size": 14,
+        "qkv_bias": True, "use_abs_pos": True, "use_rel_pos": True, "mlp_ratio": 4.0,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-6, "num_pos_feats": 128}
 KNOWN_CHECKPOINTS: dict[str, ExpertInfo] = {
-    "openai/clip-vit-large-patch14-336": ExpertInfo("clip", "CLIPVisionModel", 336, 14, 24, 1024),
-    "openai/clip-vit-large-patch14": ExpertInfo("clip", "CLIPVisionModel", 224, 14, 24, 1024),
-    "openai/clip-vit-base-patch16": ExpertInfo("clip", "CLIPVisionModel", 224, 16, 12, 768),
+    # vision_config of openai/clip-vit-large-patch14-336 (also transformers' LLaVA-NeXT default)
+    "openai/clip-vit-large-patch14-336": ExpertInfo("clip", "CLIPVisionModel", 336, 14, 24, 1024,
+                                                    config={**_CLIP_L14, "image_size": 336}),
+    # vision_config of openai/clip-vit-large-patch14 (ViT-L/14 at 224)
+    "openai/clip-vit-large-patch14": ExpertInfo("clip", "CLIPVisionModel", 224, 14, 24, 1024,
+                                                config={**_CLIP_L14, "image_size": 224}),
+    # vision_config of openai/clip-vit-base-patch16 (ViT-B/16)
+    "openai/clip-vit-base-patch16": ExpertInfo("clip", "CLIPVisionModel", 224, 16, 12, 768, config={
+        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+        "num_attention_heads": 12, "patch_size": 16, "image_size": 224, "projection_dim": 512,
+        "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}),
+    # vision_config of google/siglip-so400m-patch14-384 (as copied into LLaVA-OneVision configs)
     "google/siglip-so400m-patch14-384": ExpertInfo("siglip", "SiglipVisionModel", 384, 14, 27,
-                                                   1152),
-    "facebook/dinov2-large": ExpertInfo("dinov2", "Dinov2Model", 224, 14, 24, 1024),
-    "facebook/dinov2-base": ExpertInfo("dinov2", "Dinov2Model", 224, 14, 12, 768),
+                                                   1152, config={
+        "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+        "num_attention_heads": 16, "patch_size": 14, "image_size": 384,
+        "model_type": "siglip_vision_model", "hidden_act": "gelu_pytorch_tanh",
+        "layer_norm_eps": 1e-6}),
+    # facebook/dinov2-large config.json (convert_dinov2_to_hf.py: vitl14, image_size 518)
+    "facebook/dinov2-large": ExpertInfo("dinov2", "Dinov2Model", 224, 14, 24, 1024, config={
+        "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "mlp_ratio": 4,
+        "patch_size": 14, "image_size": 518, "hidden_act": "gelu", "layer_norm_eps": 1e-6,
+        "layerscale_value": 1.0, "qkv_bias": True, "use_swiglu_ffn": False}),
+    # facebook/dinov2-base config.json (convert_dinov2_to_hf.py: vitb14, image_size 518)
+    "facebook/dinov2-base": ExpertInfo("dinov2", "Dinov2Model", 224, 14, 12, 768, config={
+        "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "mlp_ratio": 4,
+        "patch_size": 14, "image_size": 518, "hidden_act": "gelu", "layer_norm_eps": 1e-6,
+        "layerscale_value": 1.0, "qkv_bias": True, "use_swiglu_ffn": False}),
+    # vision_config of facebook/sam-vit-base (convert_sam_to_hf.py: sam_vit_b, the defaults)
     "facebook/sam-vit-base": ExpertInfo("sam", "SamVisionModel", 1024, 16, 12, 768,
-                                        fixed_image_size=True),
+                                        fixed_image_size=True, config={
+        **_SAM, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "mlp_dim": 3072, "global_attn_indexes": [2, 5, 8, 11]}),
+    # vision_config of facebook/sam-vit-large (convert_sam_to_hf.py: sam_vit_l)
     "facebook/sam-vit-large": ExpertInfo("sam", "SamVisionModel", 1024, 16, 24, 1024,
-                                         fixed_image_size=True),
+                                         fixed_image_size=True, config={
+        **_SAM, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+        "mlp_dim": 4096, "global_attn_indexes": [5, 11, 17, 23]}),
+    # facebook/convnext-large-224 config.json (convert_convnext_to_pytorch.py: large)
     "facebook/convnext-large-224": ExpertInfo("convnext", "ConvNextModel", 224, 4, 4, 1536,
                                               stage_strides=(4, 4, 8, 16, 32),
-                                              stage_widths=(192, 192, 384, 768, 1536)),
-    "facebook/vit-mae-large": ExpertInfo("mae", "ViTMAEModel", 224, 16, 24, 1024),
+                                              stage_widths=(192, 192, 384, 768, 1536), config={
+        "hidden_sizes": [192, 384, 768, 1536], "depths": [3, 3, 27, 3], "num_stages": 4,
+        "patch_size": 4, "image_size": 224, "hidden_act": "gelu", "layer_scale_init_value": 1e-6,
+        "layer_norm_eps": 1e-12}),
+    # facebook/vit-mae-large config.json (convert_vit_mae_to_pytorch.py: large); the decoder
+    # fields belong to ViTMAEForPreTraining and do not change ViTMAEModel
+    "facebook/vit-mae-large": ExpertInfo("mae", "ViTMAEModel", 224, 16, 24, 1024, config={
+        "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+        "num_attention_heads": 16, "patch_size": 16, "image_size": 224, "hidden_act": "gelu",
+        "qkv_bias": True, "layer_norm_eps": 1e-12, "mask_ratio": 0.75}),
 }
 
 _CLASS_FAMILY = {family.hf_class: name for name, family in FAMILIES.items()}
@@ -132,7 +177,8 @@ _MODEL_TYPE_FAMILY = {"clip_vision_model": "clip", "clip": "clip", "siglip_visio
 
 
 def info_from_config(config: dict[str, Any]) -> ExpertInfo:
-    """Geometry from an HF `config.json` (a local checkpoint directory), without torch."""
+    """Geometry from an HF `config.json` (a local checkpoint directory), without torch; the
+    (vision) config read is kept in `config` for the resource model."""
     vision = config.get("vision_config") or config
     family = _MODEL_TYPE_FAMILY.get(vision.get("model_type", ""), "generic")
     archs = config.get("architectures") or []
@@ -141,10 +187,11 @@ def info_from_config(config: dict[str, Any]) -> ExpertInfo:
         widths = tuple(vision["hidden_sizes"])
         return ExpertInfo(family, FAMILIES.get(family).hf_class, vision.get("image_size", 224), 4,
                           len(widths), widths[-1], stage_strides=(4, 4, 8, 16, 32)[: len(widths) + 1],
-                          stage_widths=(widths[0], *widths))
+                          stage_widths=(widths[0], *widths), config=dict(vision))
     return ExpertInfo(family, FAMILIES.get(family).hf_class, vision.get("image_size", 224),
                       vision.get("patch_size", 16), vision.get("num_hidden_layers", 12),
-                      vision.get("hidden_size", 768), fixed_image_size=family == "sam")
+                      vision.get("hidden_size", 768), fixed_image_size=family == "sam",
+                      config=dict(vision))
 
 
 def looks_like_path(source: str) -> bool:

@@ -105,6 +105,10 @@ class Num:
 @dataclass(frozen=True)
 class Rec:
     fields: tuple[tuple[str, Node], ...]
+    as_list: bool = False  # a list of records (e.g. train.stages): fields are its indices
+
+    def build(self, items: dict[str, Any]) -> Any:
+        return [items[key] for key, _ in self.fields] if self.as_list else items
 
 
 Node = Fixed | Cat | Num | Rec
@@ -133,8 +137,13 @@ def compile_value(value: Any, name: str) -> Node:
     if isinstance(value, IntRange | FloatRange):
         return Fixed(value.low) if value.low == value.high else Num(name, value)
     if isinstance(value, BaseModel):
+        derived = getattr(getattr(type(value), "point_model", None), "derived", frozenset())
         return Rec(tuple((f, compile_value(getattr(value, f), f"{name}.{f}"))
-                         for f in type(value).model_fields))
+                         for f in type(value).model_fields
+                         if f not in derived or f in value.model_fields_set))
+    if isinstance(value, list | tuple) and value and all(isinstance(v, BaseModel) for v in value):
+        return Rec(tuple((str(i), compile_value(v, f"{name}.{i}")) for i, v in enumerate(value)),
+                   as_list=True)
     return Fixed(_plain(value))
 
 
@@ -146,16 +155,20 @@ def sample(node: Node, draw: Draw) -> Any:
     if isinstance(node, Num):
         rng = node.range
         return draw.integer(node.name, rng) if isinstance(rng, IntRange) else draw.real(node.name, rng)
-    return {key: sample(child, draw) for key, child in node.fields}
+    return node.build({key: sample(child, draw) for key, child in node.fields})
 
 
 def values(node: Node, continuous: str = "error") -> Iterator[Any]:
-    """Every value of `node`. A continuous range raises, or with continuous="low" gives low."""
+    """Every value of `node`. A continuous range raises, or with continuous="low" gives low;
+    continuous="ends" gives only the two ends of every numeric range (for costs that grow or
+    shrink with each number: their extremes lie there)."""
     if isinstance(node, Fixed):
         yield node.value
     elif isinstance(node, Cat):
         for option in node.options:
             yield from values(option, continuous)
+    elif isinstance(node, Num) and continuous == "ends":
+        yield from dict.fromkeys((node.range.low, node.range.high))
     elif isinstance(node, Num):
         grid = node.range.values()
         if grid is None:
@@ -166,7 +179,7 @@ def values(node: Node, continuous: str = "error") -> Iterator[Any]:
     else:
         keys = [key for key, _ in node.fields]
         for combo in itertools.product(*(list(values(c, continuous)) for _, c in node.fields)):
-            yield dict(zip(keys, combo, strict=True))
+            yield node.build(dict(zip(keys, combo, strict=True)))
 
 
 def count(node: Node) -> int | None:
@@ -278,6 +291,12 @@ class CompiledSpace:
         """Every point of a finite space (raises ValueError for an unbounded one)."""
         for subset in self.subsets:
             for design in values(self.design_node(subset)):
+                yield self._point(design)
+
+    def extreme_points(self) -> Iterator[TrialConfig]:
+        """Every point with each numeric range at one of its ends (all choices enumerated)."""
+        for subset in self.subsets:
+            for design in values(self.design_node(subset), "ends"):
                 yield self._point(design)
 
     def size(self) -> int | None:

@@ -28,24 +28,27 @@ from search_space.point import (
     LanguageModelConfig,
     PositionName,
     ProjectorName,
+    Stage,
     TrainConfig,
     fusion_union,
     registered,
 )
 from search_space.ranges import TAG, Choices, TunableScalar, tunable
+from search_space.resources.devices import DEVICE_PROFILES, default_profile
 
 _CACHE: dict[type[BaseModel], type[BaseModel]] = {}
 
 
-def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozenset({"kind"})
-                  ) -> type[BaseModel]:
-    """The space form of `point_model`: every field but `fixed` ones may hold a range."""
+def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozenset({"kind"}),
+                  own: dict[str, Any] | None = None) -> type[BaseModel]:
+    """The space form of `point_model`: every field but `fixed` ones may hold a range; `own`
+    gives a field its space annotation outright (a list of records whose fields are tunable)."""
     if point_model in _CACHE:
         return _CACHE[point_model]
     fields: dict[str, Any] = {}
     for name, info in point_model.model_fields.items():
         inner = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        annotation = inner if name in fixed else tunable(inner)
+        annotation = (own or {}).get(name) or (inner if name in fixed else tunable(inner))
         fields[name] = (annotation, Field(default=info.default, description=info.description))
     model = create_model(f"{point_model.__name__}Space", __base__=Frozen, **fields)
     model.point_model = point_model  # type: ignore[attr-defined]
@@ -55,7 +58,9 @@ def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozense
 
 ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary"}))
 LanguageModelSpace = tunable_model(LanguageModelConfig)
-TrainSpace = tunable_model(TrainConfig)
+StageSpace = tunable_model(Stage)
+TrainSpace = tunable_model(TrainConfig, own={
+    "stages": Annotated[list[StageSpace], Field(min_length=1)] | None})  # type: ignore[valid-type]
 FusionOption = fusion_union(tunable_model)
 FusionSpace = tunable(FusionOption)
 
@@ -147,10 +152,32 @@ class EarlyStopping(Frozen):
 
 
 class Resources(Frozen):
-    """Per trial; `gpu` may be fractional (Ray packs several trials on one GPU)."""
+    """Per trial; `gpu` may be fractional (Ray packs several trials on one GPU), and above one
+    a whole number (the trial runs data-parallel on that many). The rest is what the resource
+    model plans with (`vlmsearch check`, `est_*` metrics, `micro_batch: auto`)."""
 
     cpu: Annotated[float, Field(gt=0)] = 1.0
     gpu: Annotated[float, Field(ge=0)] = 0.0
+    workers: PositiveInt | None = None   # data-parallel processes per trial; default: gpu (>= 1)
+    device_profile: Annotated[str, registered(DEVICE_PROFILES)] | None = None  # default: h100 / cpu
+    mfu: Annotated[float, Field(gt=0, le=1)] = 0.4   # model FLOPs utilisation for est_gpu_hours
+    text_tokens: PositiveInt | None = None           # text tokens per sample; default: the data's
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> Resources:
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise ValueError(f"gpu: {self.gpu:g} — a trial on more than one GPU takes whole GPUs; "
+                             f"use {int(self.gpu)} or {int(self.gpu) + 1}")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel processes of one trial."""
+        return self.workers or max(1, int(self.gpu))
+
+    @property
+    def profile(self) -> str:
+        return self.device_profile or default_profile(self.gpu)
 
 
 class SeedPoint(Frozen):
@@ -248,6 +275,14 @@ class SearchSpace(Frozen):
         """The YAML path of pool member `name`."""
         base = ("experts", "pool") if isinstance(self.experts, ExpertPool) else ("experts",)
         return (*base, name)
+
+    def max_steps(self) -> int:
+        """The longest training a design of this space can have (with stages: their total)."""
+        from search_space.ranges import possible_values
+
+        if self.train.stages:
+            return sum(max(int(v) for v in possible_values(s.steps)) for s in self.train.stages)
+        return max(int(v) for v in possible_values(self.train.steps))
 
     def fusion_options(self) -> list[Any]:
         """The fusion entries that can be chosen (each may hold ranges)."""

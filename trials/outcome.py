@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from search_space.errors import InvalidDesign
 from search_space.point import TrialConfig
 from search_space.result import Failure, FailureReason, TrialResult
+from search_space.space import Resources
 
 if TYPE_CHECKING:
     from trials.cache import FeatureCache
@@ -39,11 +40,18 @@ class TrialOptions:
     report_at: frozenset[int] = frozenset()  # extra evaluation steps (early-stopping rungs)
     progress: Progress | None = None
     eval_batch: int = 64
+    resources: Resources = field(default_factory=Resources)  # the space's search.resources
+    random_weights: bool = False  # real checkpoints' architectures, random weights (benchmarks)
 
 
 def run_trial(point: TrialConfig, options: TrialOptions | None = None) -> TrialResult:
-    """Train and evaluate `point` (a VLM), or hand it to its evaluator; always a result."""
+    """Train and evaluate `point` (a VLM, data-parallel when `options.resources.world_size` > 1),
+    or hand it to its evaluator; always a result."""
     options = options or TrialOptions()
+    if point.trains_vlm and options.resources.world_size > 1:
+        from trials.distributed import train_data_parallel  # ranks: processes of their own
+
+        return train_data_parallel(point, options)
     if point.trains_vlm:
         from trials.train import train_vlm
 
@@ -65,7 +73,7 @@ def finite(result: TrialResult) -> TrialResult:
                        failure=Failure("nan", f"non-finite {', '.join(bad)}"), history=result.history)
 
 
-def _out_of_memory() -> tuple[type[BaseException], ...]:
+def out_of_memory() -> tuple[type[BaseException], ...]:
     torch = sys.modules.get("torch")  # only where torch is in use can it run out of GPU memory
     return (MemoryError, torch.cuda.OutOfMemoryError) if torch is not None else (MemoryError,)
 
@@ -76,7 +84,7 @@ def guarded(evaluate: Callable[[], TrialResult], failed: Failed) -> TrialResult:
         return evaluate()
     except NonFiniteLoss as exc:
         return failed("nan", str(exc))
-    except _out_of_memory() as exc:
+    except out_of_memory() as exc:
         return failed("oom", "out of memory" + (f": {exc}" if str(exc) else ""))
     except InvalidDesign as exc:
         return failed("invalid", str(exc))

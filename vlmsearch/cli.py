@@ -15,6 +15,7 @@ from dashboard.client import DEFAULT_TRACKING
 from vlmsearch.search import DEFAULT_STORAGE
 from vlmsearch.summary import describe_errors, summarize
 
+PROFILE_HELP = "plan for this device: h100, h200, a100-80g, a100-40g, l40s, cpu (over the YAML's)"
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative AutoML for multi-encoder vision-language models.")
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -22,15 +23,24 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.st
 
 
 @app.command()
-def check(file: Path = typer.Argument(..., help="a space or point YAML file")) -> None:
+def check(
+    file: Path = typer.Argument(..., help="a space or point YAML file"),
+    as_json: bool = typer.Option(False, "--json", help="print every analytic metric as one JSON object"),
+    device_profile: str | None = typer.Option(None, "--device-profile", help=PROFILE_HELP),
+) -> None:
     """Validate a space or a point and print its summary (exit 2 with every error if invalid)."""
     from search_space import SpaceError, load
 
     try:
-        loaded = load(file)
+        loaded = load(file, device_profile)
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None
+    if as_json:
+        from vlmsearch.resources_view import check_json
+
+        sys.stdout.write(json.dumps(check_json(loaded)) + "\n")
+        return
     out.print(summarize(loaded), markup=False)
 
 
@@ -53,12 +63,13 @@ def trial(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir",
                                  help="where the feature cache lives"),
+    device_profile: str | None = typer.Option(None, "--device-profile", help=PROFILE_HELP),
 ) -> None:
     """Train and evaluate one design point (exit 0 done, 1 the trial failed, 2 bad input)."""
     from search_space import SpaceError, load_point
 
     try:
-        point, _ = load_point(file)
+        point, loaded = load_point(file, device_profile)
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None
@@ -69,7 +80,7 @@ def trial(
     if problem:
         err.print(f"{file}: {problem}", markup=False)
         raise typer.Exit(2)
-    result = run_with_progress(point, steps, device, run_dir, err)
+    result = run_with_progress(point, steps, device, run_dir, err, loaded.space.search.resources)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
     else:
@@ -98,12 +109,13 @@ def run(
     ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
     run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir", help="cache and logs"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    device_profile: str | None = typer.Option(None, "--device-profile", help=PROFILE_HELP),
 ) -> None:
     """Run a search: live progress, then the Pareto table (exit 130 when interrupted)."""
     from search_space import SpaceError, load
 
     try:
-        loaded = load(file)
+        loaded = load(file, device_profile)
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None

@@ -10,6 +10,7 @@ from search_space.load import Loaded
 from search_space.point import TrialConfig
 from search_space.presets import FAMILIES, LM_PRESETS, PRESETS
 from search_space.sampling import CompiledSpace, compile_space
+from vlmsearch.resources_view import point_lines, space_lines
 
 
 def describe_errors(error: SpaceError) -> str:
@@ -35,7 +36,8 @@ def summarize(loaded: Loaded) -> str:
         point = compiled.only_point()
         lines.append(f"{loaded.source}: valid point '{space.name}' (config hash {point.config_hash})")
         lines.append("  free parameters: 0")
-        lines += _point_cost_lines(point) if point.trains_vlm else [
+        lines += _point_cost_lines(point) + point_lines(point, space.search.resources) \
+            if point.trains_vlm else [
             f"  evaluator: {point.evaluator}; parameters: "
             + ", ".join(f"{k}={v}" for k, v in point.parameters.items())]
     else:
@@ -44,7 +46,8 @@ def summarize(loaded: Loaded) -> str:
         lines.append(f"  free parameters ({len(free)}): {', '.join(free)}")
         unbounded = f"unbounded (continuous: {', '.join(compiled.continuous_parameters())})"
         lines.append(f"  space size: {size if size is not None else unbounded}")
-        lines += _vlm_lines(compiled) if space.trains_vlm else [
+        lines += _vlm_lines(compiled) + space_lines(compiled, space.search.resources) \
+            if space.trains_vlm else [
             f"  evaluator: {space.evaluator} ({EVALUATORS.description(space.evaluator)})"]
     if space.objectives:
         lines.append("  objectives: " + ", ".join(f"{o.direction} {o.metric}"

@@ -10,12 +10,14 @@ from rich.table import Table
 
 from search_space.point import TrialConfig
 from search_space.result import TrialResult
+from search_space.space import Resources
 
 
 def run_with_progress(point: TrialConfig, steps: int | None, device: str, run_dir: Path,
-                      console: Console) -> TrialResult:
+                      console: Console, resources: Resources | None = None) -> TrialResult:
     from trials.train import TrialOptions, default_cache, run_trial
 
+    resources = resources or Resources()
     if not point.trains_vlm:  # looked up or computed by its evaluator: nothing to show meanwhile
         result = run_trial(point, TrialOptions(steps=steps, device=device))
         result.study, result.number = point.name, 0
@@ -31,7 +33,7 @@ def run_with_progress(point: TrialConfig, steps: int | None, device: str, run_di
             bar.update(task, completed=step, loss=f"{loss:.3f}")
 
         result = run_trial(point, TrialOptions(steps=steps, device=device, cache=cache,
-                                               progress=progress))
+                                               progress=progress, resources=resources))
     stats = cache.stats
     console.print(f"feature cache: {stats.hits} hits, {stats.misses} misses, "
                   f"{cache.disk_bytes() / 2**20:.1f} MiB on disk under {cache.root}",

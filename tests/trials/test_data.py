@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from search_space.components import PROBE_SKILLS
 from search_space.point import DataConfig
 from trials.data import BENCHMARKS, DataError, QADataset, exact_match, load_benchmark, vqa_normalize
+from trials.data.images import ImageFiles, batches, decode
 from trials.data.llava import read_records, split_records
 from trials.data.probe import COLORS, ProbeSplit, digit_half, digit_side, digit_slots, probe_splits
 from trials.vlm.lm import word_tokenizer
@@ -353,3 +355,28 @@ def test_vqa_normalize(raw: str, normal: str) -> None:
 def test_exact_match() -> None:
     assert exact_match("Two", ["2", "3"]) and exact_match("the cat.", "Cat")
     assert not exact_match("dog", ["cat", "a cat"])
+
+
+def test_llava_images_are_decoded_on_demand_and_hashed_from_their_files(llava: Path) -> None:
+    """A LLaVA split keeps file paths: indexing, iteration, worker-decoded batches and subsets
+    give the same pixels; the fingerprint follows the files' bytes, not where they live."""
+    train, _ = load_benchmark(llava_config(llava))
+    assert isinstance(train.images, ImageFiles) and len(train.images) == 40
+    whole = torch.stack(list(train.images))  # (40, 3, 32, 32), one image at a time
+    assert torch.equal(torch.cat(list(train.images.batches(8))), whole)  # DataLoader workers
+    assert torch.equal(torch.cat(list(batches(train.images, 64))), whole)  # one batch, no workers
+    assert torch.equal(train.images[[5, 2, 5]], whole[[5, 2, 5]])
+    assert torch.equal(train.images[torch.tensor([1, 0])], whole[[1, 0]])
+    assert torch.equal(train.images[3], whole[3])
+    part = train.subset([7, 1])
+    assert isinstance(part.images, ImageFiles) and torch.equal(part.images[:], whole[[7, 1]])
+    file = train.images.files[0]
+    copy = llava.parent / "copy"
+    copy.mkdir()
+    moved = copy / "data.json"
+    moved.write_text(llava.read_text())
+    shutil.copytree(llava.parent / "images", copy / "images")
+    assert load_benchmark(llava_config(moved))[0].fingerprint() == train.fingerprint()
+    pixel = decode(file, 32)[0, 0]
+    write_image(file, (255 - int(pixel[0]), 7, 7))  # same name, other bytes
+    assert load_benchmark(llava_config(llava))[0].fingerprint() != train.fingerprint()

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_METRICS = {"accuracy", "visual_tokens", "positions_used", "trainable_params", "total_params",
                     "latency_ms", "peak_mem_mb", "train_time_s"}
 SKILLS = {"color", "shape", "count", "position", "relation", "small_text"}
+ESTIMATES = {"est_mem_gb", "est_train_tflop", "est_gpu_hours", "micro_batch"}  # the resource model's
 
 
 def tiny(**changes: object) -> TrialConfig:
@@ -37,7 +38,7 @@ def tiny(**changes: object) -> TrialConfig:
 def test_a_trial_measures_every_contract_metric() -> None:
     result = run_trial(tiny())
     assert result.status == "complete" and result.failure is None and result.steps == 4
-    assert set(result.metrics) == CONTRACT_METRICS | {f"accuracy/{s}" for s in SKILLS}
+    assert set(result.metrics) == CONTRACT_METRICS | ESTIMATES | {f"accuracy/{s}" for s in SKILLS}
     assert result.metrics["visual_tokens"] == 8 and result.metrics["positions_used"] == 4
     assert 0 <= result.metrics["accuracy"] <= 1
     assert 0 < result.metrics["trainable_params"] < result.metrics["total_params"]

@@ -2,7 +2,8 @@
 
 A loader takes the point's `data:` section and returns the (train, eval) splits, which never
 share an image. Closed-vocabulary skills list their candidate answers (scored by the VLM);
-a skill with no candidates is open-ended (generated, then exact-match scored).
+a skill with no candidates is open-ended (generated, then exact-match scored). Images are a
+uint8 tensor or `ImageFiles` (decoded on demand, see `trials.data.images`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import torch
 
 from search_space.point import DataConfig
 from search_space.registry import Registry
+from trials.data.images import Images, take, update_digest
 
 
 @dataclass(frozen=True)
 class QADataset:
-    """N image-question-answer triples; `images` is uint8 (N, 3, H, W)."""
+    """N image-question-answer triples; `images` is uint8 (N, 3, H, W), in memory or decoded
+    from files when indexed."""
 
     name: str
-    images: torch.Tensor                   # (N, 3, H, W) uint8
+    images: Images                         # (N, 3, H, W) uint8
     questions: list[str]
     answers: list[str]
     skills: list[str]
@@ -40,15 +43,19 @@ class QADataset:
         return len(self.images)
 
     def fingerprint(self) -> str:
-        """Content hash: equal data sets share cached expert features, whatever their name."""
-        digest = hashlib.sha256(self.images.contiguous().numpy().tobytes())
-        for text in (*self.questions, *self.answers, *self.skills):
-            digest.update(text.encode() + b"\0")
-        return digest.hexdigest()[:24]
+        """Content hash: equal data sets share cached expert features, whatever their name.
+        Image bytes are hashed a chunk (or a file) at a time; computed once per data set."""
+        if "_fingerprint" not in self.__dict__:
+            digest = hashlib.sha256()
+            update_digest(self.images, digest)
+            for text in (*self.questions, *self.answers, *self.skills):
+                digest.update(text.encode() + b"\0")
+            self.__dict__["_fingerprint"] = digest.hexdigest()[:24]  # frozen: set once, by hand
+        return self.__dict__["_fingerprint"]
 
     def subset(self, indices: Sequence[int]) -> QADataset:
         idx = list(indices)
-        return QADataset(self.name, self.images[idx], [self.questions[i] for i in idx],
+        return QADataset(self.name, take(self.images, idx), [self.questions[i] for i in idx],
                          [self.answers[i] for i in idx], [self.skills[i] for i in idx],
                          dict(self.candidates))
 

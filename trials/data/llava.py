@@ -17,10 +17,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from search_space.point import DataConfig
 from trials.data.base import BENCHMARKS, DATA_CHECKS, QADataset
+from trials.data.images import ImageFiles, decode
 
 MAX_CLOSED = 50      # a skill with more distinct answers than this is open-ended
 DEFAULT_SKILL = "vqa"
@@ -127,38 +127,50 @@ def closed_candidates(records: Sequence[Record]) -> dict[str, list[str]]:
     return {skill: sorted(found) for skill, found in answers.items() if len(found) <= MAX_CLOSED}
 
 
-def load_images(records: Sequence[Record], folder: Path, size: int) -> torch.Tensor:
-    """The records' images, RGB, bilinearly resized to size x size: uint8 (N, 3, size, size)."""
+def image_problems(records: Sequence[Record], folder: Path, full: bool) -> list[str]:
+    """What is wrong with the records' image files: missing, or unreadable when opened (`full`:
+    decoded whole, else only the header read). One message per file, nothing kept in memory."""
     try:
         from PIL import Image
     except ImportError as err:  # Pillow is optional for the probe-only install
         raise DataError("loading LLaVA images needs Pillow; install it with `pip install pillow`") from err
-    out = np.empty((len(records), size, size, 3), dtype=np.uint8)
-    loaded: dict[Path, np.ndarray] = {}
-    problems = []
-    for i, record in enumerate(records):
+    problems, seen = [], set()
+    for record in records:
         file = folder / record.image
-        if file not in loaded:
-            if not file.is_file():
-                problems.append(f"image '{record.image}' of record '{record.id}' is missing ({file})")
-                continue
-            try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                    loaded[file] = np.asarray(rgb, dtype=np.uint8)
-            except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for damaged files
-                problems.append(f"image '{record.image}' of record '{record.id}' is unreadable "
-                                f"({file}: {err})")
-                continue
-        out[i] = loaded[file]
+        if file in seen:
+            continue
+        seen.add(file)
+        if not file.is_file():
+            problems.append(f"image '{record.image}' of record '{record.id}' is missing ({file})")
+            continue
+        try:
+            if full:
+                decode(file, 16)
+            else:
+                with Image.open(file):
+                    pass
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for damaged files
+            problems.append(f"image '{record.image}' of record '{record.id}' is unreadable ({file}: {err})")
+    return problems
+
+
+def load_images(records: Sequence[Record], folder: Path, size: int, full: bool = False) -> ImageFiles:
+    """The records' images, RGB, bilinearly resized to size x size when read: uint8 (N, 3, size,
+    size), decoded on demand. Every file must exist and open (`full`: decode) now."""
+    problems = image_problems(records, folder, full)
     if problems:
         raise DataError(f"{len(problems)} image(s) under data.image_folder '{folder}' cannot be used: "
                         f"{_listed(problems)}; check data.image_folder, or fix or remove those records")
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))  # (N, 3, size, size)
+    return ImageFiles([folder / record.image for record in records], size)
 
 
 @BENCHMARKS.decorator("llava", "a LLaVA conversation JSON (data.path) with images in data.image_folder")
 def load_llava(cfg: DataConfig) -> tuple[QADataset, QADataset]:
+    return _load(cfg, full=False)
+
+
+def _load(cfg: DataConfig, full: bool) -> tuple[QADataset, QADataset]:
+    """The two splits; their images checked to exist and open (`full`: to decode)."""
     if cfg.path is None:
         raise DataError(f"data.path is not set; benchmark 'llava' needs data.path: a JSON file "
                         f"holding {FORMAT}")
@@ -178,7 +190,7 @@ def load_llava(cfg: DataConfig) -> tuple[QADataset, QADataset]:
     candidates = closed_candidates(records)
 
     def dataset(split: str, chosen: list[Record]) -> QADataset:
-        return QADataset(f"{path.stem}/{split}", load_images(chosen, folder, cfg.image_size),
+        return QADataset(f"{path.stem}/{split}", load_images(chosen, folder, cfg.image_size, full),
                          [r.question for r in chosen], [r.answer for r in chosen],
                          [r.skill for r in chosen], dict(candidates))
 
@@ -208,5 +220,6 @@ def exact_match(prediction: str, answers: str | Sequence[str]) -> bool:
 
 @DATA_CHECKS.decorator("llava", "the file parses, has enough records, and every chosen image opens")
 def check_llava(cfg: DataConfig) -> None:
-    """What a trial would load, decoded at a small size: raises DataError naming each problem."""
-    load_llava(cfg.model_copy(update={"image_size": 16}))
+    """What a trial would load, every image decoded once (at a small size, none kept): raises
+    DataError naming each problem."""
+    _load(cfg, full=True)

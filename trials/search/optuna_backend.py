@@ -318,7 +318,7 @@ class OptunaBackend:
             return None
         reply = manager.Queue()
         future = pool.submit(run_one, trial.number, point, self.spec.steps, self.spec.device,
-                             frozenset(self.rungs), events, reply)
+                             frozenset(self.rungs), events, reply, self.spec.space.search.resources)
         return future, _Running(trial, point, reply)
 
     def handle_events(self, events: Any, running: dict[Future[TrialResult], _Running]) -> None:

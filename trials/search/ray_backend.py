@@ -4,6 +4,8 @@ A `Tuner` runs the trainable with `search.resources` per trial (fractional GPUs 
 `max_concurrent_trials = concurrency`, locally or on a cluster (`--ray-address`). Early stopping
 is a scheduler (MO-ASHA, ASHA, async Hyperband); results reach the sinks through a Tune callback
 in the driver. A trial whose worker dies is retried once (`FailureConfig(max_failures=1)`).
+A data-parallel trial (`search.resources.world_size` > 1) runs a Ray Train trainer of that many
+workers, which hold the trial's resources (`trials.search.ray_train`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from search_space.point import TrialConfig
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
 from search_space.sampling import point_parameters
+from search_space.space import Resources
 from trials.search.mo_asha import MOASHA, rungs
 from trials.search.sinks import Sinks
 from trials.search.study import (
@@ -66,19 +69,30 @@ def _trainable(config: dict[str, Any]) -> None:
                      RESULT: config[SETTLED]})
         return
     point = TrialConfig.model_validate_json(config[POINT])
+    extra: dict[str, str] = {}  # a data-parallel trial's Train placement group, for the driver
 
     def report(step: int, metrics: dict[str, float]) -> bool:
-        tune.report({**metrics, "step": step, STATUS: "running"})
+        tune.report({**metrics, **extra, "step": step, STATUS: "running"})
         return False  # the scheduler stops a trial from outside
 
     cache = _cache(Path(config["__run_dir"]) / "cache") if point.trains_vlm else None
-    result = run_trial(point, TrialOptions(cache=cache, report=report, device=config["__device"],
-                                           steps=config.get("__steps"),
-                                           report_at=frozenset(config["__report_at"])))
+    options = TrialOptions(cache=cache, report=report, device=config["__device"],
+                           steps=config.get("__steps"), report_at=frozenset(config["__report_at"]),
+                           resources=Resources.model_validate_json(config["__resources"]))
+    if _data_parallel(point, options.resources):  # a Ray Train trainer inside this trial
+        from trials.search.ray_train import train_on_ray
+
+        result = train_on_ray(point, options, Path(config["__run_dir"]) / "ray" / "train", extra)
+    else:
+        result = run_trial(point, options)
     result.number = config[NUMBER]
-    node = ray.get_runtime_context().get_node_id()
-    tune.report({**result.metrics, "step": result.steps, STATUS: result.status, "node": node,
+    node = result.host or ray.get_runtime_context().get_node_id()  # rank 0's node
+    tune.report({**result.metrics, **extra, "step": result.steps, STATUS: result.status, "node": node,
                  RESULT: _transport(result)})
+
+
+def _data_parallel(point: TrialConfig | None, resources: Resources) -> bool:
+    return resources.world_size > 1 and (point is None or point.trains_vlm)
 
 
 class _Searcher(OptunaSearch):
@@ -193,14 +207,25 @@ class _SinkCallback(tune.Callback):
                                                   int(result["step"]), _numbers(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _release(trial)
         self.backend.finish(trial, trial.last_result or {})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _release(trial)
         point = TrialConfig.model_validate_json(trial.config[POINT])
         message = f"the Ray worker failed {trial.num_failures} times: {_last_line(trial.error_file)}"
         failed = TrialResult(point, "failed", int((trial.last_result or {}).get("step", 0)),
                              failure=Failure("error", message))
         self.backend.record(trial.config[NUMBER], failed)
+
+
+def _release(trial: Any) -> None:
+    """A data-parallel trial's Ray Train workers, if still there (stopped by the scheduler)."""
+    raw = trial.config.get("__resources")  # (absent in experiments from before it was passed)
+    if raw and _data_parallel(None, Resources.model_validate_json(raw)):
+        from trials.search.ray_train import release_group
+
+        release_group(trial.last_result or {})
 
 
 class RayBackend:
@@ -228,7 +253,8 @@ class RayBackend:
         point = self.state.sample(trial)
         config = {POINT: point.model_dump_json(), NUMBER: trial.number,
                   "__run_dir": str(self.spec.run_dir.resolve()), "__device": self.spec.device,
-                  "__steps": self.spec.steps, "__report_at": self.rungs}
+                  "__steps": self.spec.steps, "__report_at": self.rungs,
+                  "__resources": self.spec.space.search.resources.model_dump_json()}
         settled = self.state.settled_before_training(point, trial.number)
         if settled is not None:
             config[SETTLED] = _transport(settled)
@@ -268,6 +294,7 @@ class RayBackend:
         controller = logging.getLogger("ray.tune.execution.tune_controller")
         if not any(isinstance(f, _OneLineTrialErrors) for f in controller.filters):
             controller.addFilter(_OneLineTrialErrors())
+        self.warn_if_too_small()
         self.sinks.study_started(self.spec.info)
         tuner = self.tuner()
         if self.restoring:
@@ -277,6 +304,18 @@ class RayBackend:
             # Ray catches Ctrl-C itself, saves the experiment and returns early
             raise KeyboardInterrupt
         return self.state
+
+    def warn_if_too_small(self) -> None:
+        """Ray Train waits for a data-parallel trial's resources without end (an autoscaler may
+        bring them); say so when the cluster as it is cannot hold one trial."""
+        resources = self.spec.space.search.resources
+        if not (self.spec.space.trains_vlm and _data_parallel(None, resources)):
+            return
+        total = ray.cluster_resources()
+        if total.get("CPU", 0) < resources.cpu or total.get("GPU", 0) < resources.gpu:
+            self.say(f"each trial needs {resources.cpu:g} CPUs and {resources.gpu:g} GPUs for its "
+                     f"{resources.world_size} workers; this cluster has {total.get('CPU', 0):g} and "
+                     f"{total.get('GPU', 0):g}: trials wait until nodes join")
 
     @property
     def ledger(self) -> Path:
@@ -311,6 +350,10 @@ class RayBackend:
                              sampler=SAMPLERS.get(search.sampler)(self.spec, len(self.state.points)),
                              points_to_evaluate=seeds or None)
         resources = {"cpu": search.resources.cpu, "gpu": search.resources.gpu}
+        if space.trains_vlm and _data_parallel(None, search.resources):
+            # the trial only waits: its Ray Train workers hold the resources (Tune refuses an
+            # empty request, and any CPU share of its own could keep whole-node trials from packing)
+            resources = {"cpu": 0, "gpu": 0, "memory": 1}
         trainable = tune.with_resources(_trainable, resources)
         run_config = tune.RunConfig(name=self.spec.study, storage_path=str(self.path), verbose=0,
                                     failure_config=tune.FailureConfig(max_failures=1),

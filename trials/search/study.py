@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_space.cost import UnknownGeometry, point_cost, space_cost_range
+from search_space.cost import UnknownGeometry, space_cost_range
 from search_space.errors import InvalidDesign
 from search_space.pareto import study_front
 from search_space.point import TrialConfig
+from search_space.resources.analytic import assess
 from search_space.result import Failure, TrialResult
 from search_space.sampling import CompiledSpace, OptunaDraw, compile_space
 from search_space.space import SearchSpace
@@ -50,9 +51,8 @@ class SearchSpec:
 
 def max_steps(spec: SearchSpec) -> int:
     """The longest training budget a trial of this search can have."""
-    from search_space.ranges import possible_values
 
-    return spec.steps or max(int(v) for v in possible_values(spec.space.train.steps))
+    return spec.steps or spec.space.max_steps()
 
 
 def objective_values(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
@@ -65,16 +65,19 @@ def violations(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
 
 
 def rejected_before_training(space: SearchSpace, point: TrialConfig) -> TrialResult | None:
-    """A result for a point whose analytic cost already breaks a constraint, or that cannot be
-    built at all; None when the point should be trained."""
+    """A result for a point whose analytic metrics (visual tokens, positions, parameters, the
+    resource model's estimates) already break a constraint, or that cannot be built or trained
+    at all on its device; None when the point should be trained."""
     try:
-        cost = point_cost(point)
+        metrics, problems = assess(point, space.search.resources)
     except InvalidDesign as exc:
         return TrialResult(point, "failed", 0, failure=Failure("invalid", str(exc)))
     except UnknownGeometry:
         return None
-    metrics = {"visual_tokens": cost.visual_tokens, "positions_used": cost.positions_used}
-    broken = [c for c in space.constraints if c.metric in ANALYTIC and not c.satisfied(metrics[c.metric])]
+    if problems:
+        return TrialResult(point, "failed", 0, metrics=metrics,
+                           failure=Failure("invalid", "cannot train: " + "; ".join(m for _, m in problems)))
+    broken = [c for c in space.constraints if c.metric in metrics and not c.satisfied(metrics[c.metric])]
     if not broken:
         return None
     shown = ", ".join(f"{c.metric} = {metrics[c.metric]:g} breaks {c.metric} <= {c.max:g}"

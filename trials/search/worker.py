@@ -9,6 +9,7 @@ from typing import Any
 
 from search_space.point import TrialConfig
 from search_space.result import TrialResult
+from search_space.space import Resources
 
 _CACHE: Any = None
 REPLY_TIMEOUT_S = 600
@@ -37,7 +38,8 @@ def init_worker(threads: int, cache_dir: str, trains_vlm: bool = True) -> None:
 
 
 def run_one(number: int, point: TrialConfig, steps: int | None, device: str,
-            report_at: frozenset[int], events: Any, reply: Any) -> TrialResult:
+            report_at: frozenset[int], events: Any, reply: Any,
+            resources: Resources | None = None) -> TrialResult:
     """Train `point`; each report goes to `events` and waits for True (stop) / False on `reply`."""
     from trials.outcome import TrialOptions, run_trial
 
@@ -49,6 +51,6 @@ def run_one(number: int, point: TrialConfig, steps: int | None, device: str,
             return False
 
     result = run_trial(point, TrialOptions(steps=steps, device=device, cache=_CACHE, report=report,
-                                           report_at=report_at))
+                                           report_at=report_at, resources=resources or Resources()))
     result.number = number
     return result

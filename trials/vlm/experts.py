@@ -215,12 +215,28 @@ def _checkpoint_identity(source: str) -> str:
     return f"checkpoint:{config_file.parent}#{_digest(b'|'.join(parts))}"
 
 
-class Expert(nn.Module):
-    """A frozen vision expert: uint8 images (B, 3, H, W) -> one `Features` per selected layer."""
+def _lora_expert(model: PreTrainedModel) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
 
-    def __init__(self, cfg: ExpertConfig) -> None:
+    lora = LoraConfig(r=EXPERT_LORA_RANK, lora_alpha=2 * EXPERT_LORA_RANK, lora_dropout=0.0,
+                      target_modules="all-linear")
+    return get_peft_model(model, lora)  # the base stays frozen; the adapters train
+
+
+EXPERT_LORA_RANK = 8
+EXPERT_TRAIN_MODES: Registry[Any] = Registry("expert train mode")
+EXPERT_TRAIN_MODES.register("frozen", lambda model: model, "no parameter trains; features cached")
+EXPERT_TRAIN_MODES.register("lora", _lora_expert, f"LoRA (rank {EXPERT_LORA_RANK}) on every linear layer")
+EXPERT_TRAIN_MODES.register("full", lambda model: model.requires_grad_(True), "every parameter trains")
+
+
+class Expert(nn.Module):
+    """A vision expert: uint8 images (B, 3, H, W) -> one `Features` per selected layer. Frozen
+    unless its `train` mode says otherwise (then it runs with gradients, never from the cache)."""
+
+    def __init__(self, cfg: ExpertConfig, random_weights: bool = False) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.random_weights = cfg, random_weights
         self.info = resolve_info(cfg.source)
         self.adapter = ADAPTERS.get(self.info.family)()
         self.image_size = cfg.image_size or self.info.image_size
@@ -230,7 +246,12 @@ class Expert(nn.Module):
         self.register_buffer("mean", torch.tensor(self.adapter.mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(self.adapter.std).view(1, 3, 1, 1), False)
         self.requires_grad_(False)
+        self.model = EXPERT_TRAIN_MODES.get(cfg.train)(self.model)
         self.eval()
+
+    @property
+    def trains(self) -> bool:
+        return self.cfg.train != "frozen"
 
     def _make(self, source: str) -> tuple[PreTrainedModel, str]:
         if source in PRESETS:
@@ -238,7 +259,18 @@ class Expert(nn.Module):
         if self.adapter.fixed_image_size and self.image_size != self.info.image_size:
             raise ValueError(f"{source} takes {self.info.image_size}px input only; "
                              f"set image_size: {self.info.image_size} or leave it out")
+        if self.random_weights:
+            return self._from_config(source)
         return self.adapter.load(source), _checkpoint_identity(source)
+
+    def _from_config(self, source: str) -> tuple[PreTrainedModel, str]:
+        """The checkpoint's architecture with random weights (benchmarks, the meta device)."""
+        if not self.info.config:
+            raise ValueError(f"the config of {source} is not known without downloading it; name a "
+                             "local checkpoint directory or a known checkpoint")
+        model = self.adapter.build(self.adapter.make_config(dict(self.info.config)))
+        config_hash = _digest(json.dumps(self.info.config, sort_keys=True).encode())
+        return model, f"random:{source}#{config_hash}"
 
     def _check_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
         for index in layers:
@@ -265,9 +297,9 @@ class Expert(nn.Module):
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         return ((x - self.mean) / self.std).to(self.model.dtype)
 
-    @torch.no_grad()
     def forward(self, images: Tensor) -> list[Features]:
-        states = self.adapter.layers(self.model, self.preprocess(images))
+        with torch.set_grad_enabled(self.trains and torch.is_grad_enabled()):
+            states = self.adapter.layers(self.model, self.preprocess(images))
         return [Features(*states[i]) for i in self.layers]
 
 
@@ -284,10 +316,11 @@ class ExpertTokens(nn.Module):
     The output grid equals `search_space.cost.expert_grid(cfg)`.
     """
 
-    def __init__(self, cfg: ExpertConfig, expert: Expert | None = None) -> None:
+    def __init__(self, cfg: ExpertConfig, expert: Expert | None = None,
+                 random_weights: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        self.expert = expert if expert is not None else Expert(cfg)
+        self.expert = expert if expert is not None else Expert(cfg, random_weights)
         self.merge = MERGE_MODULES.get(cfg.merge)(self.expert.layer_widths)
         self.out_width = self.merge.out_width
 

@@ -25,26 +25,13 @@ from transformers import (
 from search_space.point import LanguageModelConfig
 from search_space.presets import LM_PRESETS
 from search_space.registry import Registry
+from search_space.resources.known_lms import IMAGE_TOKEN, word_vocab
 from trials.vlm.experts import preset_seed
-
-IMAGE_TOKEN = "<image>"
-SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN]
-
-# Words of the built-in probe benchmark's questions and answers, plus common VQA words.
-WORDS = """
-what which where how many is are the a an of in on at to this that there image picture object
-objects color colour shape digit number written small text left right above below top bottom
-upper lower middle center centre quadrant side first second one two three four five six seven
-eight nine zero yes no red green blue yellow purple orange white black gray grey cyan magenta
-brown pink circle square triangle star cross diamond ring bar or and than count
-0 1 2 3 4 5 6 7 8 9 10 11 12 ? . , :
-more higher
-""".split()  # noqa: SIM905 - a word list reads best as text
 
 
 def word_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
     """A lower-casing word-level tokenizer; unknown words map to `<unk>`."""
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SPECIAL + (words or WORDS)))}
+    vocab = word_vocab(words)
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
@@ -70,10 +57,31 @@ def _pretrained(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # grow only: some configs (Qwen2) have more embedding rows than the tokenizer has tokens
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _random_weights(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """The checkpoint's architecture from its config with random weights and the embeddings
+    already at the rows `load_lm` would give it; the word tokenizer stands in for its own
+    (benchmarks and the meta device: only shapes matter)."""
+    from transformers import AutoConfig
+
+    from search_space.resources.lm import known_lm, lm_arch
+
+    known, arch = known_lm(source), lm_arch(source)
+    if known is None or arch is None:
+        raise ValueError(f"the config of '{source}' is not known without downloading it; name a "
+                         "local checkpoint directory or a known id")
+    config = AutoConfig.for_model(**{**known.config, "vocab_size": arch.vocab_rows})
+    tokenizer = word_tokenizer()
+    config.pad_token_id, config.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    return AutoModelForCausalLM.from_config(config), tokenizer
 
 
 @dataclass(frozen=True)
@@ -105,9 +113,14 @@ TRAIN_MODES.register("lora", TrainMode(_lora), "low-rank adapters on every linea
 TRAIN_MODES.register("full", TrainMode(_full), "every LM parameter trains")
 
 
-def load_lm(cfg: LanguageModelConfig) -> tuple[nn.Module, PreTrainedTokenizerFast]:
-    """The LM (prepared for its train mode) and its tokenizer, which knows `<image>`."""
-    model, tokenizer = _tiny_llama(cfg.source) if cfg.source in LM_PRESETS else _pretrained(cfg.source)
+def load_lm(cfg: LanguageModelConfig, random_weights: bool = False
+            ) -> tuple[nn.Module, PreTrainedTokenizerFast]:
+    """The LM (prepared for its train mode) and its tokenizer, which knows `<image>`.
+    `random_weights`: a checkpoint's architecture from its config alone (see _random_weights)."""
+    if cfg.source in LM_PRESETS:
+        model, tokenizer = _tiny_llama(cfg.source)
+    else:
+        model, tokenizer = (_random_weights if random_weights else _pretrained)(cfg.source)
     return TRAIN_MODES.get(cfg.train).apply(model, cfg), tokenizer
 
 

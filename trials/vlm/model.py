@@ -7,6 +7,7 @@ tokens only. Nothing loops over tokens in Python; on CUDA the forward runs under
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 
@@ -27,34 +28,79 @@ LayerFeatures = Mapping[str, Sequence[Features]]  # expert name -> its selected 
 class VLM(nn.Module):
     """A multi-expert VLM; experts run in the order of `point.ordered_experts()`."""
 
-    def __init__(self, point: TrialConfig) -> None:
+    def __init__(self, point: TrialConfig, random_weights: bool = False) -> None:
         super().__init__()
         self.point = point
         self.expert_names = [name for name, _ in point.ordered_experts()]
-        self.experts = nn.ModuleDict({n: ExpertTokens(cfg) for n, cfg in point.ordered_experts()})
-        self.lm, self.tokenizer = load_lm(point.language_model)
+        self.experts = nn.ModuleDict({n: ExpertTokens(cfg, random_weights=random_weights)
+                                      for n, cfg in point.ordered_experts()})
+        self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
         widths = [self.experts[n].out_width for n in self.expert_names]
         self.fusion = build_fusion(point.fusion, widths, self.d_model, point.projector)
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        self.live = [n for n in self.expert_names if self.experts[n].expert.trains]
+        self.trainable_parts = self._parts()
+        self.precision: str | None = None  # None: bf16 autocast on CUDA only (`use_precision`)
+
+    # ---- what trains -----------------------------------------------------------------------
+
+    def _parts(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters each part may train (its mode allows): experts, connector, lm."""
+        experts = [p for n in self.live for p in self.experts[n].expert.parameters() if p.requires_grad]
+        merges = [p for n in self.expert_names for p in self.experts[n].merge.parameters()]
+        lm = [p for p in self.lm.parameters() if p.requires_grad]
+        return {"experts": experts, "connector": merges + list(self.fusion.parameters()), "lm": lm}
+
+    def train_only(self, parts: Sequence[str]) -> None:
+        """Let the named parts train (as their modes allow) and hold every other parameter."""
+        for part, params in self.trainable_parts.items():
+            for param in params:
+                param.requires_grad_(part in parts)
+
+    def use_precision(self, precision: str) -> None:
+        """bf16: parameters that can never train are stored in bf16 and the forward runs under
+        bf16 autocast (trainable ones stay fp32); fp32: everything fp32, no autocast."""
+        self.precision = precision
+        if precision == "bf16":
+            trainable = {id(p) for params in self.trainable_parts.values() for p in params}
+            for param in self.parameters():
+                if id(param) not in trainable:
+                    param.data = param.data.to(torch.bfloat16)
+
+    def enable_checkpointing(self) -> None:
+        """HF gradient checkpointing for the LM's layers, and for the connector's blocks."""
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; older: the old name
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        base.config.use_cache = False
+        self.fusion.checkpointing = True
 
     # ---- vision side ----------------------------------------------------------------------
 
     @torch.no_grad()
-    def expert_features(self, images: Tensor) -> dict[str, list[Features]]:
-        """The frozen part: each expert's selected layers on its final grid, for uint8 images
-        (B, 3, H, W). This is what the feature cache stores."""
-        return {name: self.experts[name].features(images) for name in self.expert_names}
+    def expert_features(self, images: Tensor, names: Sequence[str] | None = None
+                        ) -> dict[str, list[Features]]:
+        """Each expert's selected layers on its final grid, for uint8 images (B, 3, H, W),
+        without gradients: what the feature cache stores (for the frozen experts)."""
+        return {name: self.experts[name].features(images) for name in names or self.expert_names}
 
     def visual(self, images: Tensor | None = None, features: LayerFeatures | None = None
                ) -> VisualTokens:
-        """Projected visual token groups, from images or from cached expert features."""
-        if features is None:
-            if images is None:
-                raise ValueError("pass images or their cached expert features")
-            features = self.expert_features(images)
-        reduced = [self.experts[n].merge(list(features[n])) for n in self.expert_names]
-        return self.fusion(reduced)
+        """Projected visual token groups, from cached expert features where given and from the
+        images for the rest (a training expert runs here, with gradients)."""
+        features = dict(features or {})
+        missing = [n for n in self.expert_names if n not in features]
+        if missing and images is None:
+            raise ValueError(f"pass images (for {', '.join(missing)}) or their cached features")
+        for name in missing:
+            features[name] = self.experts[name].features(images)
+        with self._autocast():
+            reduced = [self.experts[n].merge(list(features[n])) for n in self.expert_names]
+            return self.fusion(reduced)
 
     # ---- splicing -------------------------------------------------------------------------
 
@@ -62,7 +108,7 @@ class VLM(nn.Module):
                 visual: VisualTokens) -> dict[str, Tensor]:
         """Replace each row's single `<image>` by the N visual tokens; build position ids."""
         is_image = input_ids == self.image_token_id  # (B, L)
-        if not bool((is_image.sum(dim=1) == 1).all()):
+        if input_ids.device.type != "meta" and not bool((is_image.sum(dim=1) == 1).all()):
             raise ValueError(f"every sequence needs exactly one {IMAGE_TOKEN} placeholder")
         b, length = input_ids.shape
         vis = visual.tokens                                     # (B, N, d)
@@ -87,14 +133,21 @@ class VLM(nn.Module):
 
     def _autocast(self) -> AbstractContextManager[None]:
         device = next(self.fusion.parameters()).device
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        bf16 = self.precision == "bf16" or (self.precision is None and device.type == "cuda")
+        if device.type == "meta":  # shapes only (resource checks): autocast does not run there
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None,
-                images: Tensor | None = None, features: LayerFeatures | None = None) -> Tensor:
-        """The LM's loss (answer tokens only) when `labels` are given, else the logits."""
+                images: Tensor | None = None, features: LayerFeatures | None = None,
+                num_items: int | None = None) -> Tensor:
+        """The LM's loss (answer tokens only) when `labels` are given, else the logits.
+        `num_items`: divide the summed token loss by this many answer tokens instead of this
+        batch's own (gradient accumulation and data parallelism: the whole batch's count)."""
+        extra = {} if num_items is None else {"num_items_in_batch": num_items}
         with self._autocast():
             batch = self._splice(input_ids, attention_mask, labels, self.visual(images, features))
-            out = self.lm(**batch)
+            out = self.lm(**batch, **extra)
         return out.loss if labels is not None else out.logits
 
     # ---- prompts and answers --------------------------------------------------------------
@@ -218,6 +271,9 @@ class VLM(nn.Module):
             return self.visual(images).grids
 
 
-def build_vlm(point: TrialConfig) -> VLM:
-    """The VLM of a design point (experts frozen, LM prepared for its train mode)."""
-    return VLM(point)
+def build_vlm(point: TrialConfig, random_weights: bool = False) -> VLM:
+    """The VLM of a design point (experts frozen, LM prepared for its train mode).
+    `random_weights`: real checkpoints' architectures from their configs with random weights,
+    nothing loaded (the resource model's checks and benchmarks; under `torch.device("meta")`
+    for paper scale on a laptop)."""
+    return VLM(point, random_weights)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from search_space.fusions import FUSIONS, FusionParams, Grid
 from search_space.registry import Registry
@@ -51,12 +52,19 @@ class FusionModule(nn.Module, abc.ABC):
         self.widths = tuple(widths)   # channels of each expert's features, primary first
         self.d_model = d_model        # LM hidden size
         self.projector = projector    # a name in trials.vlm.projectors.PROJECTOR_MODULES
+        self.checkpointing = False    # recompute `block`s in backward instead of keeping them
 
     def forward(self, feats: Sequence[Features]) -> VisualTokens:
         if len(feats) != len(self.widths):
             raise ValueError(f"{self.params.kind} was built for {len(self.widths)} experts, "
                              f"got {len(feats)}")
         return self.fuse(feats)
+
+    def block(self, layer: nn.Module, *args: Tensor | Sequence[Tensor]) -> Tensor:
+        """`layer(*args)`, checkpointed when `checkpointing` is on and gradients are taken."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
 
     @abc.abstractmethod
     def fuse(self, feats: Sequence[Features]) -> VisualTokens:

@@ -9,7 +9,7 @@ sqrt(m) x sqrt(m) grid when m is a perfect square, else a 1 x m row.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,8 @@ class PerceiverLayer(nn.Module):
 
 
 class ExpertResampler(nn.Module):
-    """One expert's projector, queries and layers: (B, N, C) -> (B, m, d)."""
+    """One expert's projector, queries and layers: (B, N, C) -> (B, m, d); `run` applies a
+    layer (the fusion's `block`, which may checkpoint it)."""
 
     def __init__(self, width: int, d: int, params: Resampler, projector: str) -> None:
         super().__init__()
@@ -51,11 +52,11 @@ class ExpertResampler(nn.Module):
         self.queries = nn.Parameter(torch.randn(params.queries, d) * 0.02)  # (m, d)
         self.layers = nn.ModuleList(PerceiverLayer(d, params.heads) for _ in range(params.depth))
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, run: Callable[..., Tensor] | None = None) -> Tensor:
         kv = self.proj(tokens)                                   # (B, N, d)
         q = self.queries.expand(tokens.shape[0], -1, -1)         # (B, m, d)
         for layer in self.layers:
-            q = layer(q, kv)
+            q = run(layer, q, kv) if run else layer(q, kv)
         return q                                                 # (B, m, d)
 
 
@@ -71,5 +72,5 @@ class ResamplerFusion(FusionModule):
         self.experts = nn.ModuleList(ExpertResampler(w, d_model, params, projector) for w in self.widths)
 
     def fuse(self, feats: Sequence[Features]) -> VisualTokens:
-        return VisualTokens(tuple(Features(expert(f.tokens), self.grid)
+        return VisualTokens(tuple(Features(expert(f.tokens, self.block), self.grid)
                                   for expert, f in zip(self.experts, feats, strict=True)))

@@ -58,5 +58,5 @@ class SVAFusion(FusionModule):
         context = self.context(feats[0].tokens.mean(1))            # (B, d)
         q = (self.queries + context[:, None]).unsqueeze(2)         # (B, G*G, 1, d)
         for layer in self.layers:
-            q = layer(q, kv)
+            q = self.block(layer, q, kv)
         return VisualTokens((Features(q.squeeze(2), self.grid),))  # (B, G*G, d)

@@ -1,0 +1,164 @@
+"""A data set's images: an in-memory uint8 tensor (generated sets), or `ImageFiles`, which keeps
+file paths and decodes on demand, so a split read from disk is never whole in RAM.
+
+Both answer what a trial asks of images: `len`, `.shape` (N, 3, S, S), `.dtype`, indexing with
+an int, a slice, a list or a tensor of indices (-> decoded uint8 tensor) and iteration. The
+functions below add what differs: `batches` (in order; files decoded by DataLoader workers),
+`update_digest` (a content hash) and `take` (a subset, lazy for files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+DECODE_WORKERS = 4        # DataLoader worker processes decoding files for a pass over a split
+HASH_CHUNK = 1 << 20      # bytes of an image file read at a time when hashing it
+DIGEST_ROWS = 256         # tensor images hashed this many at a time (no full copy)
+_FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}  # (path, inode, size, mtime) -> sha256
+
+Index = int | slice | Sequence[int] | Tensor
+
+
+def decode(file: Path, size: int) -> np.ndarray:
+    """One image file, RGB, bilinearly resized to size x size: uint8 (size, size, 3)."""
+    from PIL import Image
+
+    with Image.open(file) as image:
+        rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def _to_tensor(hwc: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))  # (3, S, S)
+
+
+class _Decoded(Dataset):
+    """File i decoded to uint8 (3, S, S): what DataLoader workers run."""
+
+    def __init__(self, files: Sequence[Path], size: int) -> None:
+        self.files, self.size = list(files), size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return _to_tensor(decode(self.files[i], self.size))
+
+
+class ImageFiles:
+    """N images read from files (one per sample; files may repeat), decoded on demand to uint8
+    (3, size, size); nothing is kept, so memory holds at most the batch asked for."""
+
+    dtype = torch.uint8
+
+    def __init__(self, files: Sequence[Path], size: int) -> None:
+        self.files, self.size = tuple(Path(f) for f in files), size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), 3, self.size, self.size))
+
+    def dim(self) -> int:
+        return 4
+
+    def __repr__(self) -> str:
+        return f"ImageFiles({len(self.files)} files, {self.size} px)"
+
+    def _positions(self, idx: Index) -> tuple[list[int], bool]:
+        if isinstance(idx, slice):
+            return list(range(*idx.indices(len(self)))), False
+        if isinstance(idx, Tensor):
+            if idx.dtype == torch.bool:
+                idx = idx.nonzero().flatten()
+            return [int(i) for i in idx.reshape(-1).tolist()], idx.dim() == 0
+        if isinstance(idx, int | np.integer):
+            return [int(idx)], True
+        return [int(i) for i in idx], False
+
+    def __getitem__(self, idx: Index) -> Tensor:
+        """The images at `idx`, decoded now: (3, S, S) for an int, else (k, 3, S, S)."""
+        positions, single = self._positions(idx)
+        decoded = [_to_tensor(decode(self.files[i], self.size)) for i in positions]
+        if single:
+            return decoded[0]
+        if not decoded:
+            return torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
+        return torch.stack(decoded)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for file in self.files:
+            yield _to_tensor(decode(file, self.size))
+
+    def subset(self, idx: Index) -> ImageFiles:
+        positions, _ = self._positions(idx)
+        return ImageFiles([self.files[i] for i in positions], self.size)
+
+    def batches(self, size: int) -> Iterator[Tensor]:
+        """Consecutive (<= size, 3, S, S) batches, decoded ahead by DataLoader workers (none for
+        a split of one batch, or inside a daemonic process, which may not start children)."""
+        workers = min(DECODE_WORKERS, max(0, (os.cpu_count() or 1) - 1))
+        if len(self) <= size or multiprocessing.current_process().daemon:
+            workers = 0
+        loader: DataLoader[Any] = DataLoader(_Decoded(self.files, self.size), batch_size=size,
+                                             num_workers=workers, shuffle=False)
+        yield from loader
+
+    def update_digest(self, digest: Any) -> None:
+        """Hash the decode size and each file's bytes (streamed; memoised per file version)."""
+        digest.update(f"files@{self.size}\0".encode())
+        for file in self.files:
+            digest.update(file_digest(file))
+
+
+def file_digest(file: Path) -> bytes:
+    """sha256 of the file's bytes, read HASH_CHUNK at a time; once per process per file version."""
+    st = file.stat()
+    key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        hashed = hashlib.sha256()
+        with open(file, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                hashed.update(chunk)
+        _FILE_DIGESTS[key] = hashed.digest()
+    return _FILE_DIGESTS[key]
+
+
+Images = Tensor | ImageFiles
+
+
+def batches(images: Images, size: int) -> Iterator[Tensor]:
+    """The images in order, (<= size, 3, H, W) uint8 at a time."""
+    if isinstance(images, ImageFiles):
+        yield from images.batches(size)
+        return
+    for start in range(0, len(images), size):
+        yield images[start:start + size]
+
+
+def update_digest(images: Images, digest: Any) -> None:
+    """Feed the images' content to `digest` (a tensor's bytes, in row chunks: the same hash as
+    its whole `tobytes()`, without the copy)."""
+    if isinstance(images, ImageFiles):
+        images.update_digest(digest)
+        return
+    flat = images.contiguous()
+    for start in range(0, len(flat), DIGEST_ROWS):
+        digest.update(memoryview(flat[start:start + DIGEST_ROWS].numpy()).cast("B"))
+
+
+def take(images: Images, idx: Sequence[int]) -> Images:
+    """The images at `idx`, of the same kind (files stay files)."""
+    return images.subset(idx) if isinstance(images, ImageFiles) else images[list(idx)]

@@ -1,0 +1,76 @@
+"""What a data split feeds the VLM, a batch at a time: the frozen experts' features (computed
+once, through the feature cache, and read back a batch of rows at a time) and the images for
+experts that train and so run live (decoded per batch when the split is read from files)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trials.cache import FeatureCache, Layers, cache_key
+from trials.data import QADataset
+from trials.data.images import batches
+from trials.vlm.experts import ExpertTokens
+from trials.vlm.model import VLM
+from trials.vlm.reduce import Features
+
+FEATURE_BATCH = 64               # images decoded, and at most run through an expert, at a time
+FEATURE_BATCH_BYTES = 16 << 20   # ... fewer when one batch's features would pass this many bytes
+Index = Tensor | Sequence[int]
+
+
+@dataclass
+class FeatureBatches:
+    """A split's cached features (frozen experts, every sample; on disk when large) and its
+    images (live experts)."""
+
+    cached: dict[str, Layers]
+    data: QADataset
+    live: bool  # some expert trains: batches need their images
+
+    def batch(self, idx: Index, device: torch.device) -> dict[str, list[Features]]:
+        """The cached experts' layers for samples `idx`, each (len(idx), N, C) on `device`."""
+        return {name: [Features(f.tokens[idx].to(device), f.grid) for f in layers]
+                for name, layers in self.cached.items()}
+
+    def images(self, idx: Index, device: torch.device) -> Tensor | None:
+        """uint8 images (len(idx), 3, H, W) when an expert runs live, else None."""
+        return self.data.images[idx].to(device) if self.live else None
+
+
+def split_features(tokens: ExpertTokens, data: QADataset, device: torch.device) -> Iterator[list[Features]]:
+    """The expert's pooled layers over the split in order, on the CPU, a batch at a time.
+
+    The first forward takes one image and measures a sample's feature bytes; later ones take as
+    many as fit FEATURE_BATCH_BYTES (at most FEATURE_BATCH), so memory stays flat however large
+    the expert's maps are.
+    """
+    step = 1
+    for images in batches(data.images, FEATURE_BATCH):  # (B, 3, H, W) uint8
+        done = 0
+        while done < len(images):
+            part = tokens.features(images[done:done + step].to(device))  # each (b, T, C)
+            yield [Features(f.tokens.cpu(), f.grid) for f in part]
+            done += int(part[0].tokens.shape[0])
+            sample = sum(f.tokens[0].numel() * f.tokens.element_size() for f in part)
+            step = max(1, min(FEATURE_BATCH, FEATURE_BATCH_BYTES // max(1, sample)))
+
+
+def expert_features(vlm: VLM, data: QADataset, cache: FeatureCache, device: torch.device
+                    ) -> FeatureBatches:
+    """The frozen experts' pooled layer features for the whole split, through the cache (written
+    to it batch by batch as they are computed)."""
+    out = {}
+    for name in vlm.expert_names:
+        if name in vlm.live:
+            continue
+        tokens = vlm.experts[name]
+        expert = tokens.expert
+        key = cache_key(expert.identity, expert.image_size, expert.layers, tokens.cfg.tokens,
+                        data.fingerprint(), str(expert.model.dtype).removeprefix("torch."))
+        out[name] = cache.get_batches(key, lambda tokens=tokens: split_features(tokens, data, device),
+                                      rows=len(data))
+    return FeatureBatches(out, data, bool(vlm.live))
