@@ -94,15 +94,22 @@ store.get("big", lambda: [Features(torch.randn(256, 64, 32), (8, 8))])
 """
 
 
-def test_killed_writer_leaves_no_entry_that_is_read(tmp_path: Path) -> None:
+def writer_at_its_flag(template: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A writer process (`template` formatted with root, flag, dir) once it has touched its
+    flag file, i.e. while it is writing."""
     flag = tmp_path / "writing"
-    code = WRITER.format(root=str(Path(__file__).resolve().parents[2]), flag=str(flag),
-                         dir=str(tmp_path / "cache"))
+    code = template.format(root=str(Path(__file__).resolve().parents[2]), flag=str(flag),
+                           dir=str(tmp_path / "cache"))
     child = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60
     while not flag.exists() and time.time() < deadline and child.poll() is None:
         time.sleep(0.05)
     assert flag.exists(), "the writer never reached its write"
+    return child
+
+
+def test_killed_writer_leaves_no_entry_that_is_read(tmp_path: Path) -> None:
+    child = writer_at_its_flag(WRITER, tmp_path)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     leftovers = list((tmp_path / "cache").glob(".*.tmp"))
@@ -299,14 +306,7 @@ FeatureCache({dir!r}).get_batches("big", batches, rows=128)
 
 
 def test_a_writer_killed_mid_split_leaves_nothing_readable(tmp_path: Path) -> None:
-    flag = tmp_path / "writing"
-    code = STALLED.format(root=str(Path(__file__).resolve().parents[2]), flag=str(flag),
-                          dir=str(tmp_path / "cache"))
-    child = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.time() + 60
-    while not flag.exists() and time.time() < deadline and child.poll() is None:
-        time.sleep(0.05)
-    assert flag.exists(), "the writer never reached its second batch"
+    child = writer_at_its_flag(STALLED, tmp_path)  # it is past its first batch
     leftovers = list((tmp_path / "cache").glob(".*.tmp"))
     assert leftovers and not (tmp_path / "cache" / "big.features").exists()
     os.kill(child.pid, signal.SIGKILL)
