@@ -194,6 +194,14 @@ def test_a_staged_space_budgets_rungs_on_the_stages_total() -> None:
                   "objectives: [{metric: accuracy, direction: maximize}]\n"
                   "search: {early_stopping: {kind: asha, min_steps: 90}}\n").space
     assert space.max_steps() == 100  # 40 + 60, not train.steps' default of 300
+    from search_space import compile_space
     from search_space.checks import check
+    from search_space.sampling import RandomDraw
 
     assert check(space) == []  # min_steps 90 is below the 100 the stages can run
+    compiled = compile_space(space)
+    assert "train.stages.0.steps" in compiled.free_parameters()  # a stage's field is searched
+    drawn = {compiled.sample(RandomDraw(seed)).train.stages[0].steps for seed in range(12)}
+    assert len(drawn) > 1 and all(10 <= s <= 40 for s in drawn)
+    assert all(p.train.steps == p.train.stages[0].steps + 60
+               for p in (compiled.sample(RandomDraw(seed)) for seed in range(4)))

@@ -14,7 +14,6 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
-from ray.cluster_utils import Cluster
 
 from tests.trials.search_helpers import make_spec
 from trials.search.ray_backend import RayBackend
@@ -83,26 +82,6 @@ def test_local_search_multi_objective_mo_asha(tmp_path: Path, local_ray: None) -
     assert memory.front is not None and memory.front.finished == 6
     with pytest.raises(SearchError, match="add --resume"):
         RayBackend(spec(tmp_path), Sinks([])).prepare()
-
-
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path: Path) -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        text = SPACE.replace("trials: 6", "trials: 4").replace(
-            "early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}",
-            "early_stopping: {kind: none}, resources: {cpu: 1, gpu: 0}")
-        backend = RayBackend(spec(tmp_path, text, extra={"ray_address": cluster.address}), Sinks([]))
-        backend.prepare()
-        state = backend.run()
-        nodes = {r.host for r in state.results.values() if r.host}
-        assert len(state.results) == 4
-        assert len(nodes) == 2, f"trials ran on {nodes}"
-        assert {node["NodeID"] for node in ray.nodes() if node["Alive"]} == nodes
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def test_ctrl_c_exits_130_and_resume_finishes_each_trial_once(tmp_path: Path) -> None:
