@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
+from search_space.eval_formats import EvalSpec, duplicate_labels
 from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveInt, SquareInt
 from search_space.presets import LM_PRESETS, PRESETS
 from search_space.ranges import TAG, Scalar
@@ -56,7 +57,10 @@ ImageSide = Annotated[int, Field(ge=16, le=4096)]
 
 
 class DataConfig(Frozen):
-    """The benchmark every trial trains and evaluates on (not searched over)."""
+    """The benchmark every trial trains and evaluates on (not searched over), and the evaluation
+    sets scored after training (`eval`, in their released formats)."""
+
+    added: ClassVar[frozenset[str]] = frozenset({"eval", "skip_missing", "pad_to_square", "max_length"})
 
     benchmark: Literal["probe", "llava"] = "probe"
     path: str | None = None          # llava: the conversation JSON file
@@ -65,12 +69,27 @@ class DataConfig(Frozen):
     eval_size: PositiveInt = 400
     image_size: ImageSide = 96
     seed: int = 0
+    skip_missing: bool = False       # llava: skip (and count) records whose image is missing/unreadable
+    pad_to_square: bool = False      # LLaVA's expand2square, padded with the first expert's mean colour
+    max_length: PositiveInt | None = None  # tokens of a training sequence (visual included); null: the LM's
+    eval: tuple[EvalSpec, ...] = ()  # evaluation sets apart from the training data
+
+    @model_validator(mode="after")
+    def _distinct_evals(self) -> DataConfig:
+        twice = duplicate_labels(self.eval)
+        if twice:
+            raise ValueError(f"data.eval lists {', '.join(twice)} more than once; give each a distinct "
+                             "`name` (it prefixes the metrics)")
+        return self
 
 
 class LanguageModelConfig(Frozen):
+    added: ClassVar[frozenset[str]] = frozenset({"system_prompt"})
+
     source: LMSource = "tiny-llama"
     train: TrainMode = "full"
     lora_rank: PositiveInt = 8
+    system_prompt: str | None = None  # given to the chat template (or prefixed to the plain format)
 
 
 TrainMode = Literal["frozen", "lora", "full"]
@@ -234,7 +253,8 @@ class TrialConfig(Frozen):
         if not self.trains_vlm:
             return {"evaluator": self.evaluator, "parameters": _sorted(dict(self.parameters))}
         data = self.model_dump(mode="json", include=set(DESIGN_FIELDS))
-        data["train"] = _without_added(self.train, data["train"])
+        for part in ("train", "data", "language_model"):
+            data[part] = _without_added(getattr(self, part), data[part])
         if self.train.stages:  # steps is their total, lr unread
             data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "lr")}
         data["experts"] = {name: _without_added(self.experts[name], cfg)

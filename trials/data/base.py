@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
+from search_space.eval_formats import EvalSpec
 from search_space.point import DataConfig
 from search_space.registry import Registry
 from trials.data.images import Images, take, update_digest
@@ -60,6 +62,77 @@ class QADataset:
                          dict(self.candidates))
 
 
+Role = str   # "human" | "gpt" | "system" (LLaVA's names)
+Turn = tuple[Role, str]
+
+
+class TurnSource(Protocol):
+    """Records' conversations, read one at a time (an Arrow table memory-mapped, or a list)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Turn, ...]: ...
+
+
+@dataclass(frozen=True)
+class ChatDataset:
+    """N training records: every turn of each conversation, and its image when it has one.
+
+    `turns[i]` are record i's turns as the file has them (`<image>` wherever the record puts it;
+    a record with an image but no tag gets one before its first human turn when encoded).
+    `images[i]` is uint8 (3, S, S); a text-only record's row is blank and never reaches the LM
+    (`has_image[i]` is False). `skipped`: records left out by `data.skip_missing`.
+    """
+
+    name: str
+    images: Images                         # (N, 3, S, S) uint8
+    turns: TurnSource                      # N conversations
+    has_image: Sequence[bool]              # (N,)
+    skipped: int = 0
+
+    def __post_init__(self) -> None:
+        if not len(self.images) == len(self.turns) == len(self.has_image):
+            raise ValueError("images, turns and has_image differ in length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fingerprint(self) -> str:
+        """Content hash of the images (what the feature cache keys on): see QADataset."""
+        if "_fingerprint" not in self.__dict__:
+            digest = hashlib.sha256()
+            update_digest(self.images, digest)
+            self.__dict__["_fingerprint"] = digest.hexdigest()[:24]
+        return self.__dict__["_fingerprint"]
+
+    @staticmethod
+    def from_qa(data: QADataset) -> ChatDataset:
+        """One human question and one gpt answer per sample, every sample with its image."""
+        turns = [(("human", q), ("gpt", a)) for q, a in zip(data.questions, data.answers, strict=True)]
+        return ChatDataset(data.name, data.images, turns, [True] * len(data))
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One evaluation set read from its released files, ready to ask and to score.
+
+    `qa.questions` are the prompts as the human turn says them (question, options, the format's
+    suffix; no `<image>` tag); `qa.answers` the first reference (for display); `choices[i]` the
+    candidate answers when the set is answered by likelihood (option letters, yes/no), else None.
+    `score(predictions)` gives the set's metrics, unprefixed (`{"accuracy": ..}`), as the
+    benchmark's official code computes them.
+    """
+
+    spec: EvalSpec
+    qa: QADataset
+    choices: list[tuple[str, ...]] | None
+    score: Callable[[list[str]], dict[str, float]]
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
 Loader = Callable[[DataConfig], tuple[QADataset, QADataset]]
 BENCHMARKS: Registry[Loader] = Registry("benchmark")
 
@@ -78,3 +151,9 @@ DATA_CHECKS: Registry[Callable[[DataConfig], None]] = Registry("data check")
 def check_data(cfg: DataConfig) -> None:
     if cfg.benchmark in DATA_CHECKS:
         DATA_CHECKS.get(cfg.benchmark)(cfg)
+
+
+# Evaluation sets: one loader per released format (keyed as search_space.eval_formats names them),
+# given the spec and the decode side (data.image_size) and pad colour (None: no padding).
+EvalLoader = Callable[[EvalSpec, int, "tuple[int, int, int] | None"], EvalSet]
+EVAL_LOADERS: Registry[EvalLoader] = Registry("eval format loader")

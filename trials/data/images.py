@@ -29,13 +29,35 @@ _FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}  # (path, inode, size
 Index = int | slice | Sequence[int] | Tensor
 
 
-def decode(file: Path, size: int) -> np.ndarray:
-    """One image file, RGB, bilinearly resized to size x size: uint8 (size, size, 3)."""
+RGB8 = tuple[int, int, int]
+
+
+def decode(file: Path | None, size: int, pad: RGB8 | None = None) -> np.ndarray:
+    """One image file, RGB, bilinearly resized to size x size: uint8 (size, size, 3). `pad`: first
+    made square by centring it on a canvas of that colour (LLaVA's expand2square). No file (a
+    text-only record): a black image."""
     from PIL import Image
 
+    if file is None:
+        return np.zeros((size, size, 3), dtype=np.uint8)
     with Image.open(file) as image:
-        rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
+        rgb = image.convert("RGB")
+        if pad is not None:
+            rgb = expand2square(rgb, pad)
+        return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def expand2square(image: Any, colour: RGB8) -> Any:
+    """The PIL image centred on a square canvas of `colour` (LLaVA's `expand2square`)."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), colour)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
 
 
 def _to_tensor(hwc: np.ndarray) -> Tensor:
@@ -45,24 +67,26 @@ def _to_tensor(hwc: np.ndarray) -> Tensor:
 class _Decoded(Dataset):
     """File i decoded to uint8 (3, S, S): what DataLoader workers run."""
 
-    def __init__(self, files: Sequence[Path], size: int) -> None:
-        self.files, self.size = list(files), size
+    def __init__(self, files: Sequence[Path | None], size: int, pad: RGB8 | None) -> None:
+        self.files, self.size, self.pad = list(files), size, pad
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Tensor:
-        return _to_tensor(decode(self.files[i], self.size))
+        return _to_tensor(decode(self.files[i], self.size, self.pad))
 
 
 class ImageFiles:
-    """N images read from files (one per sample; files may repeat), decoded on demand to uint8
-    (3, size, size); nothing is kept, so memory holds at most the batch asked for."""
+    """N images read from files (one per sample; files may repeat; None: a text-only record's
+    blank image), decoded on demand to uint8 (3, size, size), padded square first with `pad`'s
+    colour when given; nothing is kept, so memory holds at most the batch asked for."""
 
     dtype = torch.uint8
 
-    def __init__(self, files: Sequence[Path], size: int) -> None:
-        self.files, self.size = tuple(Path(f) for f in files), size
+    def __init__(self, files: Sequence[Path | str | None], size: int, pad: RGB8 | None = None) -> None:
+        self.files = tuple(None if f is None else Path(f) for f in files)
+        self.size, self.pad = size, pad
 
     def __len__(self) -> int:
         return len(self.files)
@@ -91,7 +115,7 @@ class ImageFiles:
     def __getitem__(self, idx: Index) -> Tensor:
         """The images at `idx`, decoded now: (3, S, S) for an int, else (k, 3, S, S)."""
         positions, single = self._positions(idx)
-        decoded = [_to_tensor(decode(self.files[i], self.size)) for i in positions]
+        decoded = [_to_tensor(decode(self.files[i], self.size, self.pad)) for i in positions]
         if single:
             return decoded[0]
         if not decoded:
@@ -100,11 +124,11 @@ class ImageFiles:
 
     def __iter__(self) -> Iterator[Tensor]:
         for file in self.files:
-            yield _to_tensor(decode(file, self.size))
+            yield _to_tensor(decode(file, self.size, self.pad))
 
     def subset(self, idx: Index) -> ImageFiles:
         positions, _ = self._positions(idx)
-        return ImageFiles([self.files[i] for i in positions], self.size)
+        return ImageFiles([self.files[i] for i in positions], self.size, self.pad)
 
     def batches(self, size: int) -> Iterator[Tensor]:
         """Consecutive (<= size, 3, S, S) batches, decoded ahead by DataLoader workers (none for
@@ -112,15 +136,17 @@ class ImageFiles:
         workers = min(DECODE_WORKERS, max(0, (os.cpu_count() or 1) - 1))
         if len(self) <= size or multiprocessing.current_process().daemon:
             workers = 0
-        loader: DataLoader[Any] = DataLoader(_Decoded(self.files, self.size), batch_size=size,
+        loader: DataLoader[Any] = DataLoader(_Decoded(self.files, self.size, self.pad), batch_size=size,
                                              num_workers=workers, shuffle=False)
         yield from loader
 
     def update_digest(self, digest: Any) -> None:
-        """Hash the decode size and each file's bytes (streamed; memoised per file version)."""
-        digest.update(f"files@{self.size}\0".encode())
+        """Hash the decode size (and pad colour) and each file's bytes (streamed; memoised per file
+        version; a missing file as `none`)."""
+        padding = "" if self.pad is None else f"+pad{self.pad}"
+        digest.update(f"files@{self.size}{padding}\0".encode())
         for file in self.files:
-            digest.update(file_digest(file))
+            digest.update(b"none\0" if file is None else file_digest(file))
 
 
 def file_digest(file: Path) -> bytes:
