@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
 from search_space.cost import UnknownGeometry, expert_grid
 from search_space.errors import InvalidDesign, Problem
+from search_space.eval_formats import eval_metric_names
 from search_space.fusions import FUSIONS
 from search_space.point import ExpertConfig
 from search_space.presets import expert_info, looks_like_path
@@ -213,7 +214,7 @@ def _skills(space: SearchSpace) -> tuple[str, ...] | None:
 def objectives(space: SearchSpace) -> list[Problem]:
     out, seen = [], set()
     for i, objective in enumerate(space.objectives):
-        problem = metric_problem(objective.metric, _skills(space))
+        problem = metric_problem(objective.metric, _skills(space), eval_metric_names(space.data.eval))
         if problem:
             out.append(Problem(("objectives", i, "metric"), problem))
         if objective.metric in seen:
@@ -221,7 +222,7 @@ def objectives(space: SearchSpace) -> list[Problem]:
                                "objective twice; keep one"))
         seen.add(objective.metric)
     for i, constraint in enumerate(space.constraints):
-        problem = metric_problem(constraint.metric, _skills(space))
+        problem = metric_problem(constraint.metric, _skills(space), eval_metric_names(space.data.eval))
         if problem:
             out.append(Problem(("constraints", i, "metric"), problem))
     if not space.objectives and compile_space(space).free_parameters():

@@ -8,7 +8,7 @@ the cost model and the model's `position_ids`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +106,22 @@ for _name, _desc, _unit in [
     ("est_train_tflop", "resource model: FLOPs of the whole trial (before training)", "TFLOP"),
     ("est_gpu_hours", "resource model: GPU-hours of the trial at the device's peak x MFU", "h"),
     ("micro_batch", "samples per forward (gradient accumulation makes up the batch)", "samples"),
+    ("data/truncated", "training records cut to the sequence budget (of those trained on)", "records"),
+    ("data/skipped", "records left out for a missing or unreadable image (data.skip_missing)", "records"),
 ]:
     METRICS.register(_name, Metric(_desc, _unit), _desc)
 
 
-def metric_problem(name: str, skills: tuple[str, ...] | None = PROBE_SKILLS) -> str | None:
-    """Why `name` is not a metric (with a suggestion), or None. `accuracy/<skill>` allowed."""
+def metric_problem(name: str, skills: tuple[str, ...] | None = PROBE_SKILLS,
+                   evals: Sequence[str] | None = ()) -> str | None:
+    """Why `name` is not a metric (with a suggestion), or None. `accuracy/<skill>` allowed, and
+    the evaluation sets' `<name>/<metric>` (`evals`: those the data lists; None: any set's)."""
+    from search_space.eval_formats import EVAL_FORMATS
+
     if name in METRICS:
+        return None
+    suffixes = {m for f in EVAL_FORMATS.names() for m in EVAL_FORMATS.get(f).metrics}
+    if (evals is None and "/" in name and name.split("/", 1)[1] in suffixes) or name in (evals or ()):
         return None
     if name.startswith("accuracy/"):
         skill = name.split("/", 1)[1]
@@ -122,8 +131,14 @@ def metric_problem(name: str, skills: tuple[str, ...] | None = PROBE_SKILLS) -> 
             return None
         known = [f"accuracy/{s}" for s in skills or ()]
         return unknown_name_message("metric", name, known)
-    known = METRICS.names() + [f"accuracy/{s}" for s in skills or ()]
-    return unknown_name_message("metric", name, known)
+    listed = (list(evals) if evals is not None else
+              [f"{f}/{m}" for f in EVAL_FORMATS.names() for m in EVAL_FORMATS.get(f).metrics])
+    known = METRICS.names() + [f"accuracy/{s}" for s in skills or ()] + listed
+    message = unknown_name_message("metric", name, known)
+    if "/" in name and not any(e.split("/", 1)[0] == name.split("/", 1)[0] for e in evals or ()):
+        message += (f"; the metrics of an evaluation set ('{name.split('/', 1)[0]}/...') need that set "
+                    "listed under data.eval")
+    return message
 
 
 def is_square(n: int) -> bool:

@@ -50,10 +50,12 @@ for _name, _format, _desc in [
     ("gqa", EvalFormat(_VQA, ("path",), SHORT, 16, "generate",
                        "path: testdev_balanced_questions.json ({question_id: {...}}), images <imageId>.jpg"),
      "GQA: exact match after the VQA answer normalisation"),
-    ("pope", EvalFormat(("accuracy", "precision", "recall", "f1", "yes_ratio"), ("path",), SHORT, 8,
+    ("pope", EvalFormat(("accuracy", "precision", "recall", "f1", "yes_ratio", "answered_yes"), ("path",),
+                        SHORT, 8,
                         "generate", "path: coco_pope_*.json (JSON lines of {'question_id', 'image', "
                         "'text', 'label'})"),
-     "POPE: yes/no hallucination probe: accuracy, precision, recall, F1, yes-ratio"),
+     "POPE: yes/no hallucination probe: accuracy, precision, recall, F1, yes_ratio (lmms-eval's: of "
+     "the labels), answered_yes (the POPE paper's yes-ratio: of the answers)"),
     ("mmbench", EvalFormat(("accuracy",), ("path",), LETTER, 4, "likelihood",
                            "path: mmbench_dev_*.tsv (index, question, hint, A-D, answer, category, "
                            "base64 image)"),

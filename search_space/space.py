@@ -96,7 +96,7 @@ ExpertsField = Annotated[
 
 
 def _metric(name: str) -> str:
-    problem = metric_problem(name, skills=None)
+    problem = metric_problem(name, skills=None, evals=None)
     if problem:
         raise ValueError(problem)
     return name

@@ -21,6 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HF datasets' cache (the Arrow tables of LLaVA files) in a temporary folder, also for the
+    commands a test starts."""
+    folder = tmp_path_factory.mktemp("hf-datasets-cache")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture
 def examples_dir() -> Path:
     return EXAMPLES

@@ -1,4 +1,5 @@
-"""Measuring a trained VLM: accuracy per skill on the eval split, and one sample's latency."""
+"""Measuring a trained VLM: accuracy per skill on the held-out split, the official metrics of each
+evaluation set (`data.eval`), and one sample's latency."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from search_space.eval_formats import EvalSpec
 from trials.data import QADataset
+from trials.data.base import EvalSet
+from trials.data.images import RGB8
 from trials.features import FeatureBatches
 from trials.vlm.model import VLM
 
@@ -17,7 +21,7 @@ from trials.vlm.model import VLM
 def evaluate(vlm: VLM, data: QADataset, feats: FeatureBatches, device: torch.device,
              batch: int = 64) -> dict[str, float]:
     """Overall and per-skill accuracy: closed skills by candidate scoring, open by exact match."""
-    from trials.data.llava import exact_match
+    from trials.metrics import exact_match
 
     right: dict[str, list[bool]] = {}
     for skill in sorted(set(data.skills)):
@@ -38,6 +42,36 @@ def evaluate(vlm: VLM, data: QADataset, feats: FeatureBatches, device: torch.dev
     metrics = {"accuracy": sum(every) / max(1, len(every))}
     metrics.update({f"accuracy/{s}": sum(h) / len(h) for s, h in right.items()})
     return metrics
+
+
+def load_evalsets(specs: Sequence[EvalSpec], image_size: int, pad: RGB8 | None) -> list[EvalSet]:
+    """The evaluation sets of `data.eval`, read from their released files."""
+    from trials.data.evalsets import load_evalset
+
+    return [load_evalset(spec, image_size, pad) for spec in specs]
+
+
+def evaluate_set(vlm: VLM, evalset: EvalSet, feats: FeatureBatches, device: torch.device,
+                 batch: int = 64) -> dict[str, float]:
+    """The set's official metrics, named `<set>/<metric>`: each question answered greedily (at most
+    the set's max_new_tokens) or, for a set answered by likelihood, by its most likely choice."""
+    data, predictions = evalset.qa, [""] * len(evalset.qa)
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    for i in range(len(data)):
+        groups.setdefault(None if evalset.choices is None else evalset.choices[i], []).append(i)
+    for choices, idx in groups.items():
+        for start in range(0, len(idx), batch):
+            chunk = idx[start:start + batch]
+            questions = [data.questions[i] for i in chunk]
+            part, images = feats.batch(chunk, device), feats.images(chunk, device)
+            if choices is None:
+                said = vlm.generate(questions, images=images, features=part,
+                                    max_new_tokens=evalset.spec.new_tokens())
+            else:
+                said = vlm.answer(questions, list(choices), images=images, features=part)
+            for i, text in zip(chunk, said, strict=True):
+                predictions[i] = text
+    return {f"{evalset.label}/{name}": float(value) for name, value in evalset.score(predictions).items()}
 
 
 def latency_ms(vlm: VLM, questions: Sequence[str], image: Tensor, device: torch.device,

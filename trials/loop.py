@@ -18,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from search_space.point import Stage, TrainConfig
+from trials.conversations import Conversations
 from trials.features import FeatureBatches
 from trials.outcome import NonFiniteLoss, out_of_memory
 from trials.parallel import Single
 from trials.recipe import Recipe
-from trials.vlm.model import IGNORE, VLM
+from trials.vlm.model import VLM
 
 StepHook = Callable[[int, float], bool]  # (global step, loss) -> stop now?
 
@@ -53,12 +54,6 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[Tensor]:
     return [flat[i * size:(i + 1) * size] for i in range(steps)]
 
 
-def slice_batch(encoded: dict[str, Tensor], idx: Tensor, device: torch.device) -> dict[str, Tensor]:
-    """Rows `idx` of pre-tokenized data, trimmed to their longest row."""
-    width = int(encoded["attention_mask"][idx].sum(dim=1).max())
-    return {k: v[idx, :width].to(device) for k, v in encoded.items()}
-
-
 def optimizer_for(vlm: VLM, stage: Stage, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over what trains in `stage`, one group per part with that part's learning rate."""
     lrs = {"lm": stage.lr, "connector": stage.connector_lr or stage.lr,
@@ -74,10 +69,10 @@ def optimizer_for(vlm: VLM, stage: Stage, cfg: TrainConfig) -> torch.optim.AdamW
 
 @dataclass
 class Loop:
-    """Trains `vlm` on the split `feats` (encoded as `encoded`) through every stage."""
+    """Trains `vlm` on the split `feats` (its conversations: `text`) through every stage."""
 
     vlm: VLM
-    encoded: dict[str, Tensor]
+    text: Conversations
     feats: FeatureBatches
     recipe: Recipe
     device: torch.device
@@ -110,7 +105,7 @@ class Loop:
              step: int) -> float:
         """One effective batch, accumulated; repeated at half the micro-batch on out-of-memory."""
         local = self.ranks.shard(idx)
-        items = self.ranks.total(int((self.encoded["labels"][local] != IGNORE).sum()))
+        items = self.ranks.total(self.text.answer_tokens(local))
         while True:
             optimizer.zero_grad(set_to_none=True)
             loss, failed = self._accumulate(local, items, len(idx))
@@ -131,10 +126,11 @@ class Loop:
         try:
             for start in range(0, len(local), self.recipe.micro_batch):
                 micro = local[start:start + self.recipe.micro_batch]
-                loss = self.vlm(**slice_batch(self.encoded, micro, self.device),
+                whole_batch = len(micro) == whole and items > 0  # no answer token left: a zero loss
+                loss = self.vlm(**self.text.batch(micro, self.device),
                                 features=self.feats.batch(micro, self.device),
                                 images=self.feats.images(micro, self.device),
-                                num_items=None if len(micro) == whole else items)
+                                num_items=None if whole_batch else max(1, items))
                 loss.backward()
                 total += float(loss.detach())
         except out_of_memory() as exc:

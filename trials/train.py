@@ -19,10 +19,12 @@ from search_space.errors import InvalidDesign
 from search_space.point import TrialConfig
 from search_space.result import Failure, FailureReason, TrialResult
 from trials.cache import FeatureCache
+from trials.conversations import Conversations, text_budget
 from trials.data import QADataset, load_benchmark
-from trials.evaluate import evaluate, latency_ms
+from trials.data.base import ChatDataset, EvalSet
+from trials.evaluate import evaluate, evaluate_set, latency_ms, load_evalsets
 from trials.features import FeatureBatches, expert_features
-from trials.loop import Loop, batch_order, slice_batch, warmup_cosine
+from trials.loop import Loop, batch_order, warmup_cosine
 from trials.outcome import TrialOptions, finite, guarded
 from trials.outcome import run_trial as run_trial  # the entry point, re-exported
 from trials.parallel import Single
@@ -30,7 +32,7 @@ from trials.recipe import Recipe, plan_recipe
 from trials.vlm.model import VLM, build_vlm
 
 __all__ = ["PeakMemory", "TrialOptions", "batch_order", "default_cache", "device_of", "run_trial",
-           "slice_batch", "train_vlm", "warmup_cosine", "with_steps"]
+           "train_vlm", "warmup_cosine", "with_steps"]
 
 
 def train_vlm(point: TrialConfig, options: TrialOptions, ranks: Single | None = None) -> TrialResult:
@@ -61,13 +63,14 @@ class _Runner:
         self._static: dict[str, float] | None = None
         self.recipe: Recipe | None = None
         self.loop: Loop | None = None
+        self.evalsets: list[EvalSet] = []
 
     def failed(self, reason: FailureReason, message: str) -> TrialResult:
         step = self.loop.current if self.loop is not None else self.step  # the step it failed in
         return TrialResult(self.point, "failed", step, failure=Failure(reason, message),
                            history=self.history)
 
-    def build(self) -> tuple[VLM, QADataset, QADataset]:
+    def build(self) -> tuple[VLM, ChatDataset, QADataset]:
         try:
             point_cost(self.point)
             self.recipe = plan_recipe(self.point, self.device, self.options.resources)
@@ -78,7 +81,10 @@ class _Runner:
         vlm.use_precision(self.recipe.precision)
         if self.recipe.checkpointing:
             vlm.enable_checkpointing()
-        train, evaluation = load_benchmark(self.point.data)
+        data = self.point.data
+        pad = vlm.pad_colour() if data.pad_to_square else None
+        train, evaluation = load_benchmark(data, pad=pad)
+        self.evalsets = load_evalsets(data.eval, data.image_size, pad)
         return vlm.to(self.device), train, evaluation
 
     def run(self) -> TrialResult:
@@ -86,9 +92,12 @@ class _Runner:
         cache = self.options.cache or FeatureCache(None)
         train_feats = expert_features(vlm, train, cache, self.device)
         eval_feats = expert_features(vlm, evaluation, cache, self.device)
+        self.set_feats = [expert_features(vlm, s.qa, cache, self.device) for s in self.evalsets]
         assert self.recipe is not None
-        self.loop = loop = Loop(vlm, vlm.encode(train.questions, train.answers), train_feats,
-                                self.recipe, self.device, self.ranks)
+        self.text = Conversations(train, vlm, text_budget(vlm, self.point.data.max_length,
+                                                          point_cost(self.point).visual_tokens))
+        self.skipped = train.skipped
+        self.loop = loop = Loop(vlm, self.text, train_feats, self.recipe, self.device, self.ranks)
         with PeakMemory(self.device) as memory:
             start = time.perf_counter()
             done = loop.run(self.point.train, lambda step, loss: self.after_step(vlm, step, loss,
@@ -128,10 +137,15 @@ class _Runner:
         return due and step < self.point.train.steps
 
     def measure(self, vlm: VLM, feats: FeatureBatches) -> dict[str, float]:
-        """Accuracies now, plus the metrics that do not change while training."""
+        """Accuracies now (the held-out split, then every evaluation set), plus the metrics that
+        do not change while training and the data's counts."""
         vlm.eval()
-        return {**evaluate(vlm, feats.data, feats, self.device, self.options.eval_batch),
-                **self.static_metrics(vlm, feats.data)}
+        batch = self.options.eval_batch
+        scores = evaluate(vlm, feats.data, feats, self.device, batch)
+        for evalset, set_feats in zip(self.evalsets, self.set_feats, strict=True):
+            scores.update(evaluate_set(vlm, evalset, set_feats, self.device, batch))
+        return {**scores, **self.static_metrics(vlm, feats.data),
+                "data/truncated": float(self.text.truncated), "data/skipped": float(self.skipped)}
 
     def static_metrics(self, vlm: VLM, data: QADataset) -> dict[str, float]:
         """Cost, parameters, latency and the resource model's estimates: once per trial

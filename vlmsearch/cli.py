@@ -90,6 +90,30 @@ def trial(
     raise typer.Exit(0 if result.status == "complete" else 1)
 
 
+@app.command()
+def data(
+    file: Path = typer.Argument(..., help="a LLaVA conversation JSON file"),
+    image_folder: Path = typer.Option(..., "--image-folder", help="where the records' images are"),
+    lm: str = typer.Option("tiny-llama", "--lm", help="whose tokenizer counts the tokens: a preset, an HF "
+                                                       "id or a local directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
+) -> None:
+    """Report on a LLaVA-format data set: records, turns, text-only records, missing or unreadable
+    images, token lengths (exit 2 with every problem named for a malformed file)."""
+    from vlmsearch.data_view import data_report
+
+    try:
+        report = data_report(file, image_folder, lm)
+    except ValueError as exc:  # DataError: the file; or a tokenizer that cannot be loaded
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+        return
+    for line in report.lines():
+        out.print(line, markup=False)
+
+
 class Backend(str, enum.Enum):
     optuna = "optuna"
     ray = "ray"

@@ -158,12 +158,15 @@ def data_problem(data: Any, trains_vlm: bool = True) -> str | None:
     if not trains_vlm:
         return None
     from trials.data import check_data
+    from trials.data.evalsets import check_evalsets
 
-    try:
-        check_data(data)
-    except ValueError as exc:
-        return str(exc)
-    return None
+    problems = []
+    for check in (lambda: check_data(data), lambda: check_evalsets(data.eval, data.image_size)):
+        try:
+            check()
+        except ValueError as exc:
+            problems.append(str(exc))
+    return "; ".join(problems) or None
 
 
 def tracking_sink(uri: str, err: Console):  # -> MlflowSink | None (off) | False (bad URI)

@@ -1,5 +1,6 @@
 """A LLaVA-format data set with a broken image or file: `run` and `trial` answer with one message
-naming the problem (exit 2, no traceback) before anything trains, and no study is created."""
+naming the problem (exit 2, no traceback) before anything trains, and no study is created; with
+`data.skip_missing` a missing image is left out and the trial trains."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ SPACE = """\
 # vlmsearch run space.yaml
 name: bad-data
 data: {{benchmark: llava, path: {path}, image_folder: {folder}, train_size: 40, eval_size: 20,
-        image_size: 32}}
+        image_size: 32, skip_missing: {skip}}}
 experts: {{clip: {{source: tiny-clip, tokens: 4}}}}
 positions: {positions}
 train: {{steps: 2, batch_size: 4}}
@@ -36,9 +37,10 @@ def test_a_broken_llava_set_is_bad_input_for_run_and_trial(llava: Path, tmp_path
     expected = break_records(llava, change)
     folder = llava.parent / "images"
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE.format(path=llava, folder=folder, positions="{choices: [original, share_all]}"))
+    space.write_text(SPACE.format(path=llava, folder=folder, positions="{choices: [original, share_all]}",
+                                  skip="false"))
     point = tmp_path / "point.yaml"
-    point.write_text(SPACE.format(path=llava, folder=folder, positions="original"))
+    point.write_text(SPACE.format(path=llava, folder=folder, positions="original", skip="false"))
     for args in (("run", str(space), "--tracking", "none"), ("trial", str(point))):
         done = vlmsearch(tmp_path, *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
@@ -47,9 +49,15 @@ def test_a_broken_llava_set_is_bad_input_for_run_and_trial(llava: Path, tmp_path
     assert not (tmp_path / "vlmsearch-runs" / "results.db").exists(), "no study is created"
 
 
-def test_the_intact_set_passes_the_check_and_trains(llava: Path, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("change", [None, "missing image"])
+def test_the_intact_set_passes_the_check_and_trains(llava: Path, tmp_path: Path,  # noqa: F811
+                                                    change: str | None) -> None:
+    """The intact set trains; so does one with a missing image under data.skip_missing."""
+    if change is not None:
+        break_records(llava, change)
     point = tmp_path / "point.yaml"
-    point.write_text(SPACE.format(path=llava, folder=llava.parent / "images", positions="original"))
+    point.write_text(SPACE.format(path=llava, folder=llava.parent / "images", positions="original",
+                                  skip="true" if change else "false"))
     done = vlmsearch(tmp_path, "trial", str(point), "--json")
     assert done.returncode == 0, done.stderr
     assert '"status": "complete"' in done.stdout.splitlines()[-1]

@@ -20,10 +20,19 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from search_space.components import PROBE_SKILLS
 from search_space.point import DataConfig
-from trials.data import BENCHMARKS, DataError, QADataset, exact_match, load_benchmark, vqa_normalize
+from trials.data import (
+    BENCHMARKS,
+    DataError,
+    QADataset,
+    check_data,
+    load_benchmark,
+)
+from trials.data.base import ChatDataset
 from trials.data.images import ImageFiles, batches, decode
-from trials.data.llava import read_records, split_records
+from trials.data.llava import can_eval, split_rows
 from trials.data.probe import COLORS, ProbeSplit, digit_half, digit_side, digit_slots, probe_splits
+from trials.data.records import column, read_records
+from trials.metrics import exact_match, normalize_answer
 from trials.vlm.lm import word_tokenizer
 
 # ---- probe ------------------------------------------------------------------------------------
@@ -36,7 +45,8 @@ def probe() -> tuple[ProbeSplit, ProbeSplit]:
 
 
 def small(seed: int = 0, size: int = 96) -> tuple[QADataset, QADataset]:
-    return load_benchmark(DataConfig(train_size=60, eval_size=30, image_size=size, seed=seed))
+    train, evaluation = probe_splits(DataConfig(train_size=60, eval_size=30, image_size=size, seed=seed))
+    return train.dataset, evaluation.dataset
 
 
 def image_hashes(data: QADataset) -> set[str]:
@@ -47,6 +57,19 @@ def test_registry_names_both_benchmarks() -> None:
     assert set(BENCHMARKS.names()) == {"probe", "llava"}
     with pytest.raises(KeyError, match="did you mean 'probe'"):
         BENCHMARKS.get("prob")
+
+
+def test_the_probe_loader_gives_chat_turns_and_qa() -> None:
+    """Both benchmarks return (ChatDataset, QADataset): the probe's train split is one human
+    question and one gpt answer per image."""
+    train, evaluation = load_benchmark(DataConfig(train_size=60, eval_size=30, image_size=32))
+    drawn = small(size=32)
+    assert isinstance(train, ChatDataset) and isinstance(evaluation, QADataset)
+    assert torch.equal(train.images, drawn[0].images)
+    assert list(train.turns) == [(("human", q), ("gpt", a))
+                                 for q, a in zip(drawn[0].questions, drawn[0].answers, strict=True)]
+    assert list(train.has_image) == [True] * 60 and train.skipped == 0
+    assert evaluation.answers == drawn[1].answers
 
 
 def test_probe_is_deterministic_and_seed_sensitive() -> None:
@@ -233,7 +256,7 @@ def turn(human: str, gpt: str) -> list[dict[str, str]]:
 
 @pytest.fixture
 def llava(tmp_path: Path) -> Path:
-    """75 records over 63 images: 'color' (3 answers), 'caption' (60: open-ended), 'vqa'."""
+    """75 records over 45 images: 'color' (3 answers), 'caption' (60: open-ended), 'vqa'."""
     folder, records = tmp_path / "images", []
     for i in range(12):
         name = list(PALETTE)[i % 3]
@@ -260,31 +283,54 @@ def llava_config(path: Path, **fields: object) -> DataConfig:
                                       "image_size": 32, **fields})
 
 
+def chosen(path: Path, train_size: int = 40, eval_size: int = 20, seed: int = 0
+           ) -> tuple[list[int], list[int]]:
+    """The table rows the loader picks for train and for eval."""
+    table = read_records(path)
+    split = split_rows(column(table, "image"), can_eval(table), train_size, eval_size, seed)
+    return split.train.tolist(), split.evaluation.tolist()
+
+
 def test_llava_loads_splits_and_candidates(llava: Path) -> None:
     train, evaluation = load_benchmark(llava_config(llava))
-    assert (len(train), len(evaluation)) == (40, 20)
+    assert isinstance(train, ChatDataset) and isinstance(evaluation, QADataset)
+    assert (len(train), len(evaluation)) == (40, 20) and train.skipped == 0
+    assert list(train.has_image) == [True] * 40
+    assert evaluation.candidates == {"color": ["blue", "green", "red"], "vqa": ["yes"]}
     for data in (train, evaluation):
         assert data.images.dtype == torch.uint8 and data.images.shape[1:] == (3, 32, 32)
-        assert data.candidates == {"color": ["blue", "green", "red"], "vqa": ["yes"]}
-        rows = zip(data.images, data.questions, data.answers, data.skills, strict=True)
-        for img, question, answer, skill in rows:
-            assert "<image>" not in question and question == question.strip()
-            if skill == "color":
-                assert question == "What color is the picture?"
-                mean = img.float().mean(dim=(1, 2))
-                assert torch.allclose(mean, torch.tensor(PALETTE[answer], dtype=torch.float), atol=2)
-            elif skill == "vqa":
-                assert (question, answer) == ("Is it dark?", "yes")  # the first human/gpt pair
-                assert int(img.max()) == 0
-            else:
-                assert skill == "caption" and question == "Describe it." and answer.startswith("caption ")
-    records = read_records(llava)
-    a, b = split_records(records, 40, 20, seed=0)
-    assert not {r.image for r in a} & {r.image for r in b}
-    assert [r.answer for r in a] == train.answers and [r.answer for r in b] == evaluation.answers
+    raw = json.loads(llava.read_text())
+    train_rows, eval_rows = chosen(llava)
+    assert not {raw[r]["image"] for r in train_rows} & {raw[r]["image"] for r in eval_rows}
+    for i, row in enumerate(train_rows):  # every turn, as written
+        assert train.turns[i] == tuple((t["from"], t["value"]) for t in raw[row]["conversations"])
+    rows = zip(evaluation.images, evaluation.questions, evaluation.answers, evaluation.skills, eval_rows,
+               strict=True)
+    for img, question, answer, skill, row in rows:
+        assert "<image>" not in question and question == question.strip()
+        assert skill == raw[row].get("skill", raw[row].get("category", "vqa"))
+        if skill == "color":
+            assert question == "What color is the picture?"
+            mean = img.float().mean(dim=(1, 2))
+            assert torch.allclose(mean, torch.tensor(PALETTE[answer], dtype=torch.float), atol=2)
+        elif skill == "vqa":
+            assert (question, answer) == ("Is it dark?", "yes")  # the first human/gpt pair
+            assert int(img.max()) == 0
+        else:
+            assert skill == "caption" and question == "Describe it." and answer.startswith("caption ")
     again = load_benchmark(llava_config(llava))
     other = load_benchmark(llava_config(llava, seed=1))
     assert again[0].fingerprint() == train.fingerprint() != other[0].fingerprint()
+    assert again[1].answers == evaluation.answers != other[1].answers
+
+
+def test_llava_pads_images_square_when_asked(llava: Path) -> None:
+    """`pad` reaches both splits' ImageFiles (an 8x40 image gets grey bars, not stretched)."""
+    train, evaluation = load_benchmark(llava_config(llava), pad=(128, 128, 128))
+    assert train.images.pad == evaluation.images.pad == (128, 128, 128)
+    img = next(data.images[i] for data in (train, evaluation) for i, f in enumerate(data.images.files)
+               if f.parent.name == "q")  # an 8x40 black image
+    assert int(img[:, 16, 0].min()) == 128 and int(img[:, 16, 16].max()) == 0
 
 
 def test_llava_image_folder_defaults_to_the_json_folder(llava: Path) -> None:
@@ -306,10 +352,10 @@ def break_records(path: Path, change: str) -> str:
     if change == "bad json":
         path.write_text("[{")
         return "is not valid JSON"
-    if change == "no image":
+    if change == "no image":  # text-only is fine, but its <image> tag then has no image
         del records[3]["image"]
         path.write_text(json.dumps(records))
-        return "record 'c3' has no 'image'"
+        return "record 'c3' has an '<image>' tag but no 'image'"
     if change == "no conversations":
         del records[5]["conversations"]
         path.write_text(json.dumps(records))
@@ -317,13 +363,13 @@ def break_records(path: Path, change: str) -> str:
     if change == "no answer":
         records[7]["conversations"] = records[7]["conversations"][:1]
         path.write_text(json.dumps(records))
-        return "record 'c7': 'conversations' has no human turn followed by a gpt turn"
+        return "record 'c7': 'conversations' has no gpt turn"
     if change in ("missing image", "unreadable image"):
-        train, evaluation = split_records(read_records(path), 40, 20, seed=0)
-        chosen = next(r for r in train + evaluation if r.skill == "color")
-        file = path.parent / "images" / chosen.image
+        train, evaluation = chosen(path)
+        record = next(records[r] for r in train + evaluation if records[r].get("skill") == "color")
+        file = path.parent / "images" / record["image"]
         file.unlink() if change == "missing image" else file.write_bytes(b"not a png")
-        return f"image '{chosen.image}' of record '{chosen.id}' is {change.split()[0]}"
+        return f"image '{record['image']}' of record '{record['id']}' is {change.split()[0]}"
     assert change == "too few records"
     path.write_text(json.dumps(records[:50]))
     return "has 50 records, fewer than data.train_size + data.eval_size = 40 + 20 = 60"
@@ -333,10 +379,11 @@ def break_records(path: Path, change: str) -> str:
                                     "no answer", "missing image", "unreadable image", "too few records"])
 def test_llava_errors_name_the_problem(llava: Path, change: str) -> None:
     expected = break_records(llava, change)
-    with pytest.raises(DataError) as caught:
-        load_benchmark(llava_config(llava))
-    assert expected in str(caught.value)
-    assert isinstance(caught.value, ValueError)
+    for step in (load_benchmark, check_data):  # the data check runs the same validation
+        with pytest.raises(DataError) as caught:
+            step(llava_config(llava))
+        assert expected in str(caught.value)
+        assert isinstance(caught.value, ValueError)
 
 
 def test_llava_needs_a_path() -> None:
@@ -346,10 +393,11 @@ def test_llava_needs_a_path() -> None:
 
 @pytest.mark.parametrize(("raw", "normal"), [
     ("Yes.", "yes"), ("The Red  car!", "red car"), ("two", "2"), ("An apple, a pear", "apple pear"),
-    ("3.5", "3.5"), ("1,000", "1000"), ("don't", "dont"), ("t-shirt", "t shirt"), ("None", "0"),
+    ("3.5", "3.5"), ("1,000", "1000"), ("don't", "don't"), ("dont", "don't"), ("t-shirt", "t shirt"),
+    ("None", "0"),
 ])
-def test_vqa_normalize(raw: str, normal: str) -> None:
-    assert vqa_normalize(raw) == normal
+def test_official_answer_normalisation(raw: str, normal: str) -> None:
+    assert normalize_answer(raw) == normal
 
 
 def test_exact_match() -> None:
@@ -360,7 +408,7 @@ def test_exact_match() -> None:
 def test_llava_images_are_decoded_on_demand_and_hashed_from_their_files(llava: Path) -> None:
     """A LLaVA split keeps file paths: indexing, iteration, worker-decoded batches and subsets
     give the same pixels; the fingerprint follows the files' bytes, not where they live."""
-    train, _ = load_benchmark(llava_config(llava))
+    train, evaluation = load_benchmark(llava_config(llava))
     assert isinstance(train.images, ImageFiles) and len(train.images) == 40
     whole = torch.stack(list(train.images))  # (40, 3, 32, 32), one image at a time
     assert torch.equal(torch.cat(list(train.images.batches(8))), whole)  # DataLoader workers
@@ -368,8 +416,8 @@ def test_llava_images_are_decoded_on_demand_and_hashed_from_their_files(llava: P
     assert torch.equal(train.images[[5, 2, 5]], whole[[5, 2, 5]])
     assert torch.equal(train.images[torch.tensor([1, 0])], whole[[1, 0]])
     assert torch.equal(train.images[3], whole[3])
-    part = train.subset([7, 1])
-    assert isinstance(part.images, ImageFiles) and torch.equal(part.images[:], whole[[7, 1]])
+    part = evaluation.subset([7, 1])
+    assert isinstance(part.images, ImageFiles) and torch.equal(part.images[:], evaluation.images[[7, 1]])
     file = train.images.files[0]
     copy = llava.parent / "copy"
     copy.mkdir()

@@ -10,6 +10,7 @@ import torch
 
 from search_space import TrialConfig
 from trials.cache import FeatureCache
+from trials.conversations import Conversations
 from trials.data import load_benchmark
 from trials.features import expert_features
 from trials.loop import Loop
@@ -101,8 +102,7 @@ def _loop(p: TrialConfig) -> tuple[VLM, Loop]:
     train, _ = load_benchmark(p.data)
     feats = expert_features(vlm, train, FeatureCache(None), torch.device("cpu"))
     recipe = Recipe("fp32", p.train.batch_size, False)
-    loop = Loop(vlm, vlm.encode(train.questions, train.answers), feats, recipe,
-                torch.device("cpu"), Single())
+    loop = Loop(vlm, Conversations(train, vlm, 1 << 20), feats, recipe, torch.device("cpu"), Single())
     return vlm, loop
 
 

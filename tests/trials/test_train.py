@@ -38,7 +38,8 @@ def tiny(**changes: object) -> TrialConfig:
 def test_a_trial_measures_every_contract_metric() -> None:
     result = run_trial(tiny())
     assert result.status == "complete" and result.failure is None and result.steps == 4
-    assert set(result.metrics) == CONTRACT_METRICS | ESTIMATES | {f"accuracy/{s}" for s in SKILLS}
+    assert set(result.metrics) == (CONTRACT_METRICS | ESTIMATES | {f"accuracy/{s}" for s in SKILLS}
+                                   | {"data/truncated", "data/skipped"})
     assert result.metrics["visual_tokens"] == 8 and result.metrics["positions_used"] == 4
     assert 0 <= result.metrics["accuracy"] <= 1
     assert 0 < result.metrics["trainable_params"] < result.metrics["total_params"]

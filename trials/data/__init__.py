@@ -4,10 +4,9 @@ Importing this package registers every loader; `load_benchmark(point.data)` give
 """
 
 from trials.data import llava, probe
-from trials.data.base import BENCHMARKS, QADataset, check_data, load_benchmark
-from trials.data.llava import DataError, exact_match, vqa_normalize
+from trials.data.base import BENCHMARKS, ChatDataset, EvalSet, QADataset, check_data, load_benchmark
+from trials.data.llava import DataError
 from trials.data.probe import ProbeSplit, probe_splits
 
-__all__ = ["BENCHMARKS", "DataError", "ProbeSplit", "QADataset", "check_data", "exact_match", "llava",
-           "load_benchmark",
-           "probe", "probe_splits", "vqa_normalize"]
+__all__ = ["BENCHMARKS", "ChatDataset", "DataError", "EvalSet", "ProbeSplit", "QADataset", "check_data",
+           "llava", "load_benchmark", "probe", "probe_splits"]

@@ -1,7 +1,8 @@
 """What a benchmark gives a trial: image question-answer pairs with skills, and a registry.
 
-A loader takes the point's `data:` section and returns the (train, eval) splits, which never
-share an image. Closed-vocabulary skills list their candidate answers (scored by the VLM);
+A loader takes the point's `data:` section (and a pad colour) and returns the (train, eval)
+splits, which never share an image: train a `ChatDataset` (whole conversations), eval a
+`QADataset`. Closed-vocabulary skills list their candidate answers (scored by the VLM);
 a skill with no candidates is open-ended (generated, then exact-match scored). Images are a
 uint8 tensor or `ImageFiles` (decoded on demand, see `trials.data.images`).
 """
@@ -18,7 +19,7 @@ import torch
 from search_space.eval_formats import EvalSpec
 from search_space.point import DataConfig
 from search_space.registry import Registry
-from trials.data.images import Images, take, update_digest
+from trials.data.images import RGB8, Images, take, update_digest
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,20 @@ class EvalSet:
         return self.spec.label
 
 
-Loader = Callable[[DataConfig], tuple[QADataset, QADataset]]
+class Loader(Protocol):
+    """A benchmark: the point's `data:` section (and the pad colour when images are padded square)
+    -> (train, eval)."""
+
+    def __call__(self, cfg: DataConfig, pad: RGB8 | None = None) -> tuple[ChatDataset, QADataset]: ...
+
+
 BENCHMARKS: Registry[Loader] = Registry("benchmark")
 
 
-def load_benchmark(cfg: DataConfig) -> tuple[QADataset, QADataset]:
-    """The (train, eval) splits of the point's benchmark."""
-    return BENCHMARKS.get(cfg.benchmark)(cfg)
+def load_benchmark(cfg: DataConfig, pad: RGB8 | None = None) -> tuple[ChatDataset, QADataset]:
+    """The (train, eval) splits of the point's benchmark; `pad`: the colour images are padded
+    square with before resizing (None: stretched; the trainer computes it for data.pad_to_square)."""
+    return BENCHMARKS.get(cfg.benchmark)(cfg, pad=pad)
 
 
 # Benchmarks read from files the user supplies register a check here: run once before a search or

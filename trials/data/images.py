@@ -1,5 +1,6 @@
 """A data set's images: an in-memory uint8 tensor (generated sets), or `ImageFiles`, which keeps
-file paths and decodes on demand, so a split read from disk is never whole in RAM.
+file paths (or encoded image bytes) and decodes on demand, so a split read from disk is never whole
+in RAM.
 
 Both answer what a trial asks of images: `len`, `.shape` (N, 3, S, S), `.dtype`, indexing with
 an int, a slice, a list or a tensor of indices (-> decoded uint8 tensor) and iteration. The
@@ -10,6 +11,7 @@ functions below add what differs: `batches` (in order; files decoded by DataLoad
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
@@ -27,20 +29,21 @@ DIGEST_ROWS = 256         # tensor images hashed this many at a time (no full co
 _FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}  # (path, inode, size, mtime) -> sha256
 
 Index = int | slice | Sequence[int] | Tensor
+Source = Path | bytes | None  # an image file, an encoded image's bytes (a TSV's base64), or none
 
 
 RGB8 = tuple[int, int, int]
 
 
-def decode(file: Path | None, size: int, pad: RGB8 | None = None) -> np.ndarray:
-    """One image file, RGB, bilinearly resized to size x size: uint8 (size, size, 3). `pad`: first
-    made square by centring it on a canvas of that colour (LLaVA's expand2square). No file (a
-    text-only record): a black image."""
+def decode(file: Source, size: int, pad: RGB8 | None = None) -> np.ndarray:
+    """One image file (or encoded image bytes), RGB, bilinearly resized to size x size: uint8
+    (size, size, 3). `pad`: first made square by centring it on a canvas of that colour (LLaVA's
+    expand2square). No file (a text-only record): a black image."""
     from PIL import Image
 
     if file is None:
         return np.zeros((size, size, 3), dtype=np.uint8)
-    with Image.open(file) as image:
+    with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as image:
         rgb = image.convert("RGB")
         if pad is not None:
             rgb = expand2square(rgb, pad)
@@ -67,7 +70,7 @@ def _to_tensor(hwc: np.ndarray) -> Tensor:
 class _Decoded(Dataset):
     """File i decoded to uint8 (3, S, S): what DataLoader workers run."""
 
-    def __init__(self, files: Sequence[Path | None], size: int, pad: RGB8 | None) -> None:
+    def __init__(self, files: Sequence[Source], size: int, pad: RGB8 | None) -> None:
         self.files, self.size, self.pad = list(files), size, pad
 
     def __len__(self) -> int:
@@ -79,13 +82,15 @@ class _Decoded(Dataset):
 
 class ImageFiles:
     """N images read from files (one per sample; files may repeat; None: a text-only record's
-    blank image), decoded on demand to uint8 (3, size, size), padded square first with `pad`'s
-    colour when given; nothing is kept, so memory holds at most the batch asked for."""
+    blank image) or from encoded image bytes (kept encoded: a TSV's base64 images), decoded on
+    demand to uint8 (3, size, size), padded square first with `pad`'s colour when given; no pixels
+    are kept, so memory holds at most the batch asked for."""
 
     dtype = torch.uint8
 
-    def __init__(self, files: Sequence[Path | str | None], size: int, pad: RGB8 | None = None) -> None:
-        self.files = tuple(None if f is None else Path(f) for f in files)
+    def __init__(self, files: Sequence[Path | str | bytes | None], size: int, pad: RGB8 | None = None
+                 ) -> None:
+        self.files: tuple[Source, ...] = tuple(_source(f) for f in files)
         self.size, self.pad = size, pad
 
     def __len__(self) -> int:
@@ -142,11 +147,24 @@ class ImageFiles:
 
     def update_digest(self, digest: Any) -> None:
         """Hash the decode size (and pad colour) and each file's bytes (streamed; memoised per file
-        version; a missing file as `none`)."""
+        version; a missing file as `none`); encoded bytes as the sha256 of those bytes. An entry
+        object that repeats (a file asked about several times, a shared image) is hashed once."""
         padding = "" if self.pad is None else f"+pad{self.pad}"
         digest.update(f"files@{self.size}{padding}\0".encode())
+        hashed: dict[int, bytes] = {}   # id of an entry -> its sha256
         for file in self.files:
-            digest.update(b"none\0" if file is None else file_digest(file))
+            if file is None:
+                digest.update(b"none\0")
+                continue
+            if id(file) not in hashed:
+                encoded = isinstance(file, bytes)
+                hashed[id(file)] = hashlib.sha256(file).digest() if encoded else file_digest(file)
+            digest.update(hashed[id(file)])
+
+
+def _source(file: Path | str | bytes | None) -> Source:
+    """A path as a Path (a Path kept: files repeat); encoded bytes and None as they are."""
+    return Path(file) if isinstance(file, str) else file
 
 
 def file_digest(file: Path) -> bytes:

@@ -24,7 +24,8 @@ import torch
 
 from search_space.components import PROBE_SKILLS
 from search_space.point import DataConfig
-from trials.data.base import BENCHMARKS, QADataset
+from trials.data.base import BENCHMARKS, ChatDataset, QADataset
+from trials.data.images import RGB8
 
 Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (ends exclusive), pixels
 Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (v (h, 1), u (1, w)) offsets / radius -> bool
@@ -258,6 +259,8 @@ def probe_splits(cfg: DataConfig) -> tuple[ProbeSplit, ProbeSplit]:
 
 
 @BENCHMARKS.decorator("probe", "drawn image QA over six skills (color ... small_text), seeded")
-def load_probe(cfg: DataConfig) -> tuple[QADataset, QADataset]:
+def load_probe(cfg: DataConfig, pad: RGB8 | None = None) -> tuple[ChatDataset, QADataset]:
+    """Train as one human question and one gpt answer per image; `pad` is unused (drawn images
+    are square)."""
     train, evaluation = probe_splits(cfg)
-    return train.dataset, evaluation.dataset
+    return ChatDataset.from_qa(train.dataset), evaluation.dataset

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
@@ -23,6 +22,7 @@ from transformers.utils import cached_file
 from search_space.point import ExpertConfig
 from search_space.presets import FAMILIES, PRESETS, ExpertInfo, expert_info, info_from_config
 from search_space.registry import Registry
+from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import MERGE_MODULES, Features, Grid, pool_layers
 
 __all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "out_width",
@@ -243,8 +243,12 @@ class Expert(nn.Module):
         self.layers = self._check_layers(cfg.layer_list)
         self.model, self.identity = self._make(cfg.source)
         self.layer_widths = tuple(self.info.layer_width(i) for i in self.layers)
-        self.register_buffer("mean", torch.tensor(self.adapter.mean).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(self.adapter.std).view(1, 3, 1, 1), False)
+        self.processing = (Processing(self.adapter.mean, self.adapter.std) if cfg.source in PRESETS
+                           else processing(cfg.source, self.adapter.mean, self.adapter.std))
+        if self.processing.file is not None:  # its features depend on it: part of the identity
+            self.identity += f"+processor#{_digest(self.processing.file.read_bytes())}"
+        self.register_buffer("mean", torch.tensor(self.processing.mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(self.processing.std).view(1, 3, 1, 1), False)
         self.requires_grad_(False)
         self.model = EXPERT_TRAIN_MODES.get(cfg.train)(self.model)
         self.eval()
@@ -287,14 +291,12 @@ class Expert(nn.Module):
         return self
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """uint8 (B, 3, H, W) -> normalised float (B, 3, S, S) at the expert's input side."""
+        """uint8 (B, 3, H, W) -> normalised float (B, 3, S, S) at the expert's input side, as its
+        checkpoint's processor prepares it (see trials.vlm.processing)."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise TypeError(f"expected a uint8 (B, 3, H, W) batch, got {images.dtype} "
                             f"{tuple(images.shape)}")
-        x = images.to(self.mean.device, torch.float32) / 255.0
-        size = (self.image_size, self.image_size)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = self.processing.view(images.to(self.mean.device, torch.float32) / 255.0, self.image_size)
         return ((x - self.mean) / self.std).to(self.model.dtype)
 
     def forward(self, images: Tensor) -> list[Features]:

@@ -52,16 +52,25 @@ def _tiny_llama(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     return model, tokenizer
 
 
-def _pretrained(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def load_tokenizer(source: str) -> PreTrainedTokenizerFast:
+    """The tokenizer a trial's LM uses: a preset's word tokenizer, or the checkpoint's own with
+    `<image>` added and eos as pad when it has no pad token (Llama-3)."""
+    if source in LM_PRESETS:
+        return word_tokenizer()
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _pretrained(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    tokenizer = load_tokenizer(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # grow only: some configs (Qwen2) have more embedding rows than the tokenizer has tokens
         model.resize_token_embeddings(len(tokenizer))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 

@@ -15,13 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from search_space.point import TrialConfig
+from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.fusion import VisualTokens, build_fusion
 from trials.vlm.lm import IMAGE_TOKEN, load_lm
 from trials.vlm.positions import group_offsets, splice_positions
 from trials.vlm.reduce import Features
 
-IGNORE = -100
 LayerFeatures = Mapping[str, Sequence[Features]]  # expert name -> its selected layers
 
 
@@ -39,6 +39,7 @@ class VLM(nn.Module):
         widths = [self.experts[n].out_width for n in self.expert_names]
         self.fusion = build_fusion(point.fusion, widths, self.d_model, point.projector)
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        self.chat = ChatFormat(self.tokenizer, point.language_model.system_prompt)
         self.live = [n for n in self.expert_names if self.experts[n].expert.trains]
         self.trainable_parts = self._parts()
         self.precision: str | None = None  # None: bf16 autocast on CUDA only (`use_precision`)
@@ -79,6 +80,11 @@ class VLM(nn.Module):
         base.config.use_cache = False
         self.fusion.checkpointing = True
 
+    def pad_colour(self) -> tuple[int, int, int]:
+        """LLaVA's expand2square colour: the first expert's mean, in 0-255."""
+        mean = self.experts[self.expert_names[0]].expert.mean.flatten().tolist()
+        return (int(mean[0] * 255), int(mean[1] * 255), int(mean[2] * 255))
+
     # ---- vision side ----------------------------------------------------------------------
 
     @torch.no_grad()
@@ -105,8 +111,9 @@ class VLM(nn.Module):
     # ---- splicing -------------------------------------------------------------------------
 
     def _splice(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
-                visual: VisualTokens) -> dict[str, Tensor]:
-        """Replace each row's single `<image>` by the N visual tokens; build position ids."""
+                visual: VisualTokens, has_image: Tensor | None = None) -> dict[str, Tensor]:
+        """Replace each row's single `<image>` by the N visual tokens; build position ids.
+        `has_image` (B,) False: a text-only row, whose placeholder (after its text) is masked out."""
         is_image = input_ids == self.image_token_id  # (B, L)
         if input_ids.device.type != "meta" and not bool((is_image.sum(dim=1) == 1).all()):
             raise ValueError(f"every sequence needs exactly one {IMAGE_TOKEN} placeholder")
@@ -124,8 +131,9 @@ class VLM(nn.Module):
                              vis.to(text_emb.dtype).gather(1, vis_at[..., None].expand(-1, -1, d)),
                              text_emb.gather(1, text_at[..., None].expand(-1, -1, d)))
         offsets, used = group_offsets(visual.grids, self.point.positions)
+        seen = 1 if has_image is None else has_image.to(attention_mask.dtype)[:, None]  # (B, 1)
         out = {"inputs_embeds": embeds,                                              # (B, L', d)
-               "attention_mask": torch.where(in_image, 1, attention_mask.gather(1, text_at)),
+               "attention_mask": torch.where(in_image, seen, attention_mask.gather(1, text_at)),
                "position_ids": splice_positions(p, length, offsets, used)}
         if labels is not None:
             out["labels"] = torch.where(in_image, IGNORE, labels.gather(1, text_at))
@@ -140,13 +148,15 @@ class VLM(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None,
                 images: Tensor | None = None, features: LayerFeatures | None = None,
-                num_items: int | None = None) -> Tensor:
+                num_items: int | None = None, has_image: Tensor | None = None) -> Tensor:
         """The LM's loss (answer tokens only) when `labels` are given, else the logits.
         `num_items`: divide the summed token loss by this many answer tokens instead of this
-        batch's own (gradient accumulation and data parallelism: the whole batch's count)."""
+        batch's own (gradient accumulation and data parallelism: the whole batch's count).
+        `has_image`: False for text-only rows (see `pad_rows`)."""
         extra = {} if num_items is None else {"num_items_in_batch": num_items}
         with self._autocast():
-            batch = self._splice(input_ids, attention_mask, labels, self.visual(images, features))
+            batch = self._splice(input_ids, attention_mask, labels, self.visual(images, features),
+                                 has_image)
             out = self.lm(**batch, **extra)
         return out.loss if labels is not None else out.logits
 
@@ -154,26 +164,35 @@ class VLM(nn.Module):
 
     def encode(self, questions: Sequence[str], answers: Sequence[str] | None = None,
                device: torch.device | str = "cpu") -> dict[str, Tensor]:
-        """Token ids of `<s> <image> question [answer </s>]`, right-padded; labels on answers."""
-        tok = self.tokenizer
-        rows, label_rows = [], []
-        for i, question in enumerate(questions):
-            prompt = [tok.bos_token_id, *tok(f"{IMAGE_TOKEN} {question}",
-                                             add_special_tokens=False)["input_ids"]]
-            answer = [] if answers is None else [
-                *tok(f" {answers[i]}", add_special_tokens=False)["input_ids"], tok.eos_token_id]
-            rows.append(prompt + answer)
-            label_rows.append([IGNORE] * len(prompt) + answer)
-        width = max(map(len, rows))
-        pad = tok.pad_token_id
+        """One human question (and its gpt answer) per row in the LM's chat format, right-padded;
+        labels on the answers. Without answers: the questions followed by the generation prompt."""
+        if answers is None:
+            rows = [self.chat.ask(q) for q in questions]
+            return self.pad_rows([Encoded(r, [IGNORE] * len(r), [False] * len(r)) for r in rows], device)
+        return self.pad_rows([self.chat.encode([("human", q), ("gpt", a)])
+                              for q, a in zip(questions, answers, strict=True)], device)
+
+    def pad_rows(self, rows: Sequence[Encoded], device: torch.device | str = "cpu",
+                 has_image: Sequence[bool] | None = None) -> dict[str, Tensor]:
+        """Encoded conversations as one right-padded batch. A text-only row (`has_image` False)
+        gets a placeholder after its text, which `_splice` masks out: every row has one."""
+        ids = [list(r.input_ids) for r in rows]
+        labels = [list(r.labels) for r in rows]
+        flags = [True] * len(rows) if has_image is None else list(has_image)
+        for row, label, flag in zip(ids, labels, flags, strict=True):
+            if not flag:
+                row.append(self.image_token_id)
+                label.append(IGNORE)
+        width = max(map(len, ids))
+        pad = self.tokenizer.pad_token_id
 
         def padded(seqs: list[list[int]], value: int) -> Tensor:
             return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
 
-        out = {"input_ids": padded(rows, pad),
-               "attention_mask": padded([[1] * len(r) for r in rows], 0)}
-        if answers is not None:
-            out["labels"] = padded(label_rows, IGNORE)
+        out = {"input_ids": padded(ids, pad), "attention_mask": padded([[1] * len(r) for r in ids], 0),
+               "labels": padded(labels, IGNORE)}
+        if has_image is not None:
+            out["has_image"] = torch.tensor(flags, device=device)
         return out
 
     @torch.no_grad()
@@ -186,7 +205,7 @@ class VLM(nn.Module):
         """
         visual = self.visual(images, features)
         device = visual.tokens.device
-        ids = [self.tokenizer(f" {c}", add_special_tokens=False)["input_ids"] for c in candidates]
+        ids = [self.chat.reply_ids(questions[0], c) for c in candidates]
         if all(len(i) == 1 for i in ids):
             batch = self.encode(questions, device=device)
             with self._autocast():
@@ -200,9 +219,11 @@ class VLM(nn.Module):
     def _score_sequences(self, questions: Sequence[str], candidates: Sequence[str],
                          visual: VisualTokens) -> Tensor:
         b, k = len(questions), len(candidates)
-        batch = self.encode([q for q in questions for _ in candidates],
-                            [c for _ in questions for c in candidates],
-                            device=visual.tokens.device)
+        rows = [self.chat.encode([("human", q), ("gpt", c)]) for q in questions for c in candidates]
+        replies = [Encoded(r.input_ids, [t if inside else IGNORE for t, inside
+                                         in zip(r.input_ids, r.content, strict=True)], r.content)
+                   for r in rows]  # the reply's own tokens, its end-of-turn marker not summed
+        batch = self.pad_rows(replies, visual.tokens.device)
         expanded = VisualTokens(tuple(Features(g.tokens.repeat_interleave(k, dim=0), g.grid)
                                       for g in visual.groups))
         with self._autocast():
@@ -213,8 +234,7 @@ class VLM(nn.Module):
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         target = labels[:, 1:]
         picked = logp.gather(2, target.clamp(min=0)[..., None])[..., 0]
-        counted = (target != IGNORE) & (target != self.tokenizer.eos_token_id)
-        return (picked * counted).sum(dim=1).view(b, k)
+        return (picked * (target != IGNORE)).sum(dim=1).view(b, k)
 
     @torch.no_grad()
     def answer(self, questions: Sequence[str], candidates: Sequence[str],
@@ -232,6 +252,7 @@ class VLM(nn.Module):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         lengths = mask.sum(dim=1)
         done = torch.zeros(len(questions), dtype=torch.bool, device=ids.device)
+        stops = torch.tensor(sorted(self.chat.stop_ids), device=ids.device)
         out: list[list[int]] = [[] for _ in questions]
         for _ in range(max_new_tokens):
             with self._autocast():
@@ -239,7 +260,7 @@ class VLM(nn.Module):
                 logits = self.lm(**spliced).logits
             n_vis = spliced["inputs_embeds"].shape[1] - ids.shape[1]
             nxt = logits[torch.arange(len(ids)), lengths - 1 + n_vis].argmax(dim=-1)  # (B,)
-            done |= nxt == self.tokenizer.eos_token_id
+            done |= torch.isin(nxt, stops)
             for i in torch.nonzero(~done).flatten().tolist():
                 out[i].append(int(nxt[i]))
             if bool(done.all()):
