@@ -141,11 +141,22 @@ class ChatFormat:
     def lengths(self, conversations: Sequence[tuple[Sequence[Turn], bool]]) -> list[int]:
         """Tokens of each (turns, has_image) conversation as `encode` gives them, untruncated; with
         a template: one render each and one batched tokenization (what a data report needs)."""
-        if not self.templated:
-            return [len(self.encode(turns, image).input_ids) for turns, image in conversations]
-        texts = [self._render(self._messages(with_image_tag(turns, image, "\n")))
-                 for turns, image in conversations]
-        return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
+        if self.templated:
+            texts = [self._render(self._messages(with_image_tag(turns, image, "\n")))
+                     for turns, image in conversations]
+            return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
+        system = [] if self.system is None else self.tok(self.system, add_special_tokens=False)["input_ids"]
+        fixed = int(self.tok.bos_token_id is not None) + len(system)
+        pieces, owner = [], []  # every turn's text as `_plain` tokenizes it, and its conversation
+        for k, (turns, image) in enumerate(conversations):
+            for role, text in with_image_tag(turns, image, " "):
+                pieces.append(f" {text}" if role == "gpt" else text)
+                owner.append((k, role == "gpt"))  # a reply also ends with eos
+        lengths = [fixed] * len(conversations)
+        for (k, reply), ids in zip(owner, self.tok(pieces, add_special_tokens=False)["input_ids"],
+                                   strict=True):
+            lengths[k] += len(ids) + reply
+        return lengths
 
     def ask(self, question: str, has_image: bool = True) -> list[int]:
         """Ids of one human question followed by the generation prompt: what the LM answers."""
