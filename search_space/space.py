@@ -105,10 +105,19 @@ def _metric(name: str) -> str:
 MetricName = Annotated[str, AfterValidator(_metric)]
 
 
-def _study_name(name: str) -> str:
+def study_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a study (it also names a folder under the run directory), or None:
+    the one rule for the YAML's `name` and for `--study`."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", name):
-        raise ValueError(f"name '{name}' must start with a letter or digit and hold only letters, "
-                         "digits, '_', '.' and '-' (at most 100); it names the study")
+        return (f"name '{name}' must start with a letter or digit and hold only letters, digits, '_', "
+                "'.' and '-' (at most 100); it names the study")
+    return None
+
+
+def _study_name(name: str) -> str:
+    problem = study_name_problem(name)
+    if problem:
+        raise ValueError(problem)
     return name
 
 

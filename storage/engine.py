@@ -43,11 +43,18 @@ def scrub(text: str, url: str | URL) -> str:
 
 
 def parse_url(url: str) -> URL:
+    """The URL parsed; refused: what is no database URL, and a SQLite URL with no file (`sqlite:///`,
+    what `sqlite:///$DB` becomes with DB unset, or `:memory:`), whose database would keep nothing."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise StorageError(f"not a database URL: '{safe_url(url)}'; use e.g. {DEFAULT_STORAGE} or "
                            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise StorageError(f"'{safe_url(url)}' names no database file (is a variable in it unset?): an "
+                           "in-memory database keeps nothing a search records; give a file, e.g. "
+                           f"{DEFAULT_STORAGE}")
+    return parsed
 
 
 def sqlite_file(url: str) -> Path | None:

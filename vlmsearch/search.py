@@ -40,10 +40,13 @@ def make_sqlite_folder(url: str) -> None:
 
 def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
     """The search to run; its YAML as stored and logged has no password (URLs show `***`)."""
+    from search_space.space import study_name_problem
     from search_space.yaml_io import redact_passwords
     from trials.search.study import SearchError, SearchSpec
 
     space = loaded.space
+    if options.study is not None and study_name_problem(options.study):
+        raise SearchError(f"--study: {study_name_problem(options.study)}; e.g. --study {space.name}")
     if not space.objectives:
         raise SearchError("a search needs objectives, e.g. objectives: [{metric: accuracy, "
                           "direction: maximize}]")

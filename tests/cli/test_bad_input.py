@@ -49,6 +49,14 @@ CASES = {
     "db upgrade unreachable": (f"db upgrade --storage {DOWN_PG}", "connection failed",
                                "Is the server running"),
     "list unknown registry": ("list fusionz", "fusionz", "experts"),
+    "run study outside the run folder": ("run space.yaml --study ../escape", "--study: name '../escape'",
+                                         "e.g. --study quickstart"),
+    "run absolute study": ("run space.yaml --study /tmp/abs", "only letters, digits", "e.g. --study"),
+    "run study with a slash": ("run space.yaml --study a/b", "must start with a letter", "e.g. --study"),
+    "run in-memory sqlite": ("run space.yaml --storage sqlite:///", "names no database file",
+                             "give a file, e.g. sqlite:///"),
+    "run sqlite memory": ("run space.yaml --storage sqlite:///:memory:", "keeps nothing", "give a file"),
+    "studies in-memory sqlite": ("studies --storage sqlite:///", "names no database file", "give a file"),
     "dashboard bad port": ("dashboard --port 0", "--port", "greater than or equal to 1"),
 }
 
