@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from search_space.errors import Path, Problem, SpaceError
+from search_space.urls import redact_passwords  # noqa: F401  (re-exported: URLs in YAML text)
 
 
 class _Loader(yaml.SafeLoader):
@@ -87,12 +88,3 @@ def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
 def dump_yaml(data: Any) -> str:
     """Block-style YAML with keys in the order given (used to write points back)."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]+:)(?P<password>[^\s@'\"]+)(?P<at>@)")
-
-
-def redact_passwords(text: str) -> str:
-    """`text` (a YAML file, a message) with every URL's password replaced by `***`: what may be
-    stored beside a study, logged or sent to MLflow."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from search_space.locks import sqlite_path
+from search_space.urls import redact_url, secrets, unencoded_at
 
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 WRITE = "vlmsearch_write"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
@@ -26,25 +27,25 @@ class StorageError(RuntimeError):
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL as it may be printed or logged: the password, if any, is `***`."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return str(url).rsplit("@", 1)[-1]
+    """The URL as it may be printed or logged: its password, if any, is `***` (search_space.urls)."""
+    return redact_url(url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url))
 
 
 def scrub(text: str, url: str | URL) -> str:
     """`text` (a driver's error message, say) with the URL's password replaced by `***`."""
-    try:
-        password = make_url(url).password
-    except (ArgumentError, ValueError):
-        return text.replace(str(url), safe_url(url))
-    return text.replace(str(password), "***") if password else text
+    raw = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    text = text.replace(raw, redact_url(raw))
+    for secret in secrets(raw):
+        text = text.replace(secret, "***")
+    return text
 
 
 def parse_url(url: str) -> URL:
     """The URL parsed; refused: what is no database URL, and a SQLite URL with no file (`sqlite:///`,
     what `sqlite:///$DB` becomes with DB unset, or `:memory:`), whose database would keep nothing."""
+    if unencoded_at(str(url)):
+        raise StorageError(f"the password of '{safe_url(url)}' holds an '@', which ends it early; write "
+                           "each '@' in it as %40 (URL encoding)")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):

@@ -56,6 +56,10 @@ CASES = {
     "run in-memory sqlite": ("run space.yaml --storage sqlite:///", "names no database file",
                              "give a file, e.g. sqlite:///"),
     "run sqlite memory": ("run space.yaml --storage sqlite:///:memory:", "keeps nothing", "give a file"),
+    "run password with an at": (f"run space.yaml --storage postgresql+psycopg://bob:{SECRET}@x@127.0.0.1:1/db",
+                                "holds an '@'", "as %40"),
+    "studies password in the query": (f"studies --storage postgresql+psycopg://bob@127.0.0.1:1/db?password={SECRET}",
+                                      "connection failed", "Is the server running"),
     "studies in-memory sqlite": ("studies --storage sqlite:///", "names no database file", "give a file"),
     "dashboard bad port": ("dashboard --port 0", "--port", "greater than or equal to 1"),
 }
