@@ -87,7 +87,7 @@ def _metric_prefix(name: str) -> str:
 class EvalSpec(BaseModel):
     """One evaluation set: a released format, its files, and how it is asked."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     format: Annotated[str, AfterValidator(_format_name)]
     name: Annotated[str, AfterValidator(_metric_prefix)] | None = None  # metric prefix; default: format

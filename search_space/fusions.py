@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from search_space.components import is_square
 from search_space.errors import InvalidDesign
+from search_space.numbers import PositiveInt
 from search_space.registry import Registry
 
 Grid = tuple[int, int]
@@ -28,12 +29,11 @@ def _square(n: int) -> int:
     return n
 
 
-SquareInt = Annotated[int, AfterValidator(_square)]
-PositiveInt = Annotated[int, Field(ge=1)]
+SquareInt = Annotated[PositiveInt, AfterValidator(_square)]
 
 
 class FusionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ChannelConcat(FusionParams):

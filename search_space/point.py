@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
 from search_space.eval_formats import EvalSpec, duplicate_labels
 from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveInt, SquareInt
+from search_space.numbers import Seed
 from search_space.presets import LM_PRESETS, PRESETS
 from search_space.ranges import TAG, Scalar
 from search_space.registry import Registry, unknown_name_message
@@ -20,7 +21,7 @@ BENCHMARKS = ("probe", "llava")
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def registered(registry: Registry[Any]) -> AfterValidator:
@@ -68,7 +69,7 @@ class DataConfig(Frozen):
     train_size: PositiveInt = 2000
     eval_size: PositiveInt = 400
     image_size: ImageSide = 96
-    seed: int = 0
+    seed: Seed = 0
     skip_missing: bool = False       # llava: skip (and count) records whose image is missing/unreadable
     pad_to_square: bool = False      # LLaVA's expand2square, padded with the first expert's mean colour
     max_length: PositiveInt | None = None  # tokens of a training sequence (visual included); null: the LM's
@@ -152,7 +153,7 @@ class TrainConfig(Frozen):
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.05  # fraction of each stage's steps
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
     eval_every: PositiveInt | None = None                # default: only at the end
-    seed: int = 0
+    seed: Seed = 0
     micro_batch: Literal["auto"] | PositiveInt = "auto"  # auto: the largest that fits the device
     gradient_checkpointing: Literal["auto"] | bool = "auto"  # auto: when needed to fit
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU

@@ -25,12 +25,14 @@ from pydantic import (
     model_validator,
 )
 
+from search_space.numbers import WholeNumber
+
 T = TypeVar("T")
 TAG = "~"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Choices(_Strict, Generic[T]):
@@ -69,9 +71,9 @@ class _Range(_Strict):
 class IntRange(_Range):
     """Integers from low to high inclusive (optionally every `step`, or log-uniform)."""
 
-    low: int
-    high: int
-    step: int | None = None
+    low: WholeNumber
+    high: WholeNumber
+    step: WholeNumber | None = None
 
     def values(self) -> list[int]:
         return list(range(self.low, self.high + 1, self.step or 1))

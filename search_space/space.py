@@ -21,6 +21,7 @@ from pydantic import (
 
 from search_space.components import EVALUATORS, metric_problem
 from search_space.fusions import PositiveInt
+from search_space.numbers import Seed
 from search_space.point import (
     DataConfig,
     ExpertConfig,
@@ -208,7 +209,7 @@ class SearchConfig(Frozen):
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
     seed_points: list[SeedPoint] = []
-    seed: int = 0
+    seed: Seed = 0
 
 
 ParameterName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=100)]

@@ -152,6 +152,27 @@ CASES = [
     ("yaml-syntax", "    sam: {source: tiny-sam, tokens: 16}", "    sam: {source: tiny-sam, tokens: 16",
      "(top level): line 12", "YAML syntax error"),
     ("tab-indent", "  steps: 40", "\tsteps: 40", "(top level): line 21", "YAML syntax error"),
+    # numbers that are not what they look like (issue 19, class 5): each refused by `check`
+    ("bool-steps", "  steps: 40", "  steps: true", "train.steps: line 21", "a boolean, not a whole number"),
+    ("bool-batch", "  batch_size: 8", "  batch_size: false", "train.batch_size: line 22", "a boolean"),
+    ("negative-seed", "image_size: 96, seed: 0}", "image_size: 96, seed: -1}", "data.seed: line 2",
+     "greater than or equal to 0"),
+    ("seed-beyond-32-bits", "image_size: 96, seed: 0}", "image_size: 96, seed: 4294967296}",
+     "data.seed: line 2", "less than or equal to 4294967295"),
+    ("absurd-train-size", "train_size: 64,", "train_size: 1000000000000000000000000000000,",
+     "data.train_size: line 2", "less than or equal to 1000000000"),
+    ("absurd-steps", "  steps: 40", "  steps: 10000000000", "train.steps: line 21", "less than or equal to"),
+    ("infinite-range-bound", "lr: {low: 1.0e-4, high: 3.0e-3", "lr: {low: 1.0e-4, high: .inf",
+     "train.lr.high: line 23", "finite number"),
+    ("infinite-int-range", "heads: {choices: [1, 4]}", "heads: {low: 1, high: .inf}",
+     "fusion.choices[2].heads.high: line 17", "finite number"),
+    ("nan-constraint", "{metric: visual_tokens, max: 512}", "{metric: visual_tokens, max: .nan}",
+     "constraints[0].max: line 28", "finite number"),
+    ("infinite-weight-decay", "  batch_size: 8", "  batch_size: 8\n  weight_decay: .inf",
+     "train.weight_decay: line 23", "finite number"),
+    ("infinite-cpu", "search: {sampler: tpe, trials: 4}",
+     "search: {sampler: tpe, trials: 4, resources: {cpu: .inf}}",
+     "search.resources.cpu: line 29", "finite number"),
 ]
 
 
