@@ -30,10 +30,33 @@ PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
                        ("str", "int", "float", "bool", "null", "map", "seq", "timestamp"))
 
 
+MAX_NODES = 100_000   # nodes a YAML may expand to (aliases included): a space is a few hundred
+MAX_DEPTH = 64        # nesting a YAML may have
+MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Budget:
+    """What the walk may still build: a bomb of aliases or nesting is refused, not expanded."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+    def spend(self, node: yaml.Node, depth: int) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise SpaceError([Problem((), f"the YAML expands to more than {MAX_NODES:,} values (aliases "
+                                          "repeating aliases?); write the space out plainly",
+                                      node.start_mark.line + 1)])
+        if depth > MAX_DEPTH:
+            raise SpaceError([Problem((), f"the YAML nests more than {MAX_DEPTH} levels deep; a space "
+                                          "needs a handful", node.start_mark.line + 1)])
+
+
 def _walk(loader: _Loader, node: yaml.Node, path: Path, lines: dict[Path, int],
-          problems: list[Problem]) -> Any:
+          problems: list[Problem], budget: _Budget) -> Any:
     """Build plain Python data from `node`, recording `lines[path]` (1-based). A tag other than
     plain data's (`!!python/...`, `!custom`) is refused, never constructed."""
+    budget.spend(node, len(path))
     lines.setdefault(path, node.start_mark.line + 1)
     if node.tag not in PLAIN_TAGS:
         problems.append(Problem(path, f"YAML tag '{node.tag}' is not allowed: a YAML holds plain data "
@@ -41,23 +64,39 @@ def _walk(loader: _Loader, node: yaml.Node, path: Path, lines: dict[Path, int],
                                 "remove the tag", node.start_mark.line + 1))
         return None
     if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                problems.append(Problem(path, "mapping keys must be plain scalars",
-                                        key_node.start_mark.line + 1))
-                continue
-            if key in out:
-                problems.append(Problem((*path, key), f"duplicate key '{key}'; keep one of them",
-                                        key_node.start_mark.line + 1))
-                continue
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _walk(loader, value_node, (*path, key), lines, problems)
-        return out
+        return _mapping(loader, node, path, lines, problems, budget)
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(loader, item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
+        return [_walk(loader, item, (*path, i), lines, problems, budget) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode, path: Path, lines: dict[Path, int],
+             problems: list[Problem], budget: _Budget) -> dict[Any, Any]:
+    """A mapping; merge keys (`<<: *anchor`) merged as YAML says: the mapping's own keys win, and
+    only its own keys written twice are a duplicate."""
+    own = {id(key) for key, _ in node.value if key.tag != MERGE}
+    if len(own) != len(node.value):
+        pairs = list(node.value)
+        loader.flatten_mapping(node)  # the merged pairs first, then the mapping's own
+        flattened, node.value = node.value, pairs  # an anchor's node is shared: leave it as written
+    else:
+        flattened = node.value
+    out: dict[Any, Any] = {}
+    came_from_own: dict[Any, bool] = {}
+    for key_node, value_node in flattened:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            problems.append(Problem(path, "mapping keys must be plain scalars", key_node.start_mark.line + 1))
+            continue
+        mine = id(key_node) in own
+        if key in out and mine and came_from_own[key]:
+            problems.append(Problem((*path, key), f"duplicate key '{key}'; keep one of them",
+                                    key_node.start_mark.line + 1))
+            continue
+        lines[(*path, key)] = key_node.start_mark.line + 1
+        out[key] = _walk(loader, value_node, (*path, key), lines, problems, budget)
+        came_from_own[key] = mine
+    return out
 
 
 def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
@@ -70,7 +109,7 @@ def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
                              source)
         lines: dict[Path, int] = {}
         problems: list[Problem] = []
-        data = _walk(loader, node, (), lines, problems)
+        data = _walk(loader, node, (), lines, problems, _Budget())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -78,6 +117,11 @@ def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
         raise SpaceError([Problem((), message, line)], source) from None
     except yaml.YAMLError as exc:
         raise SpaceError([Problem((), f"YAML error: {exc}")], source) from None
+    except SpaceError as exc:
+        raise SpaceError(exc.problems, source) from None
+    except RecursionError:
+        raise SpaceError([Problem((), f"the YAML nests too deeply to read (more than {MAX_DEPTH} levels "
+                                      "is never a space)")], source) from None
     finally:
         loader.dispose()
     if problems:
