@@ -40,9 +40,19 @@ def _vlm_check(fn: Check) -> Check:
 
 
 def check(space: SearchSpace) -> list[Problem]:
-    """Every cross-field problem of `space` (empty when it is sound)."""
-    return [problem for fn in CHECKS if space.trains_vlm or fn not in VLM_ONLY
-            for problem in fn(space)]
+    """Every cross-field problem of `space` (empty when it is sound). A check that cannot run
+    because of a problem found before it (a broken model config, say) adds nothing more; one that
+    fails on its own says why."""
+    out: list[Problem] = []
+    for fn in CHECKS:
+        if not space.trains_vlm and fn in VLM_ONLY:
+            continue
+        try:
+            out += fn(space)
+        except ValueError as exc:  # InvalidDesign is one
+            if not out:
+                out.append(Problem((), str(exc)))
+    return out
 
 
 def _value_paths(value: Any, path: tuple) -> list[tuple[tuple, Any]]:
@@ -96,10 +106,21 @@ def subset_bounds(space: SearchSpace) -> list[Problem]:
 def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Problem]:
     path, out = space.expert_path(name), []
     for src_path, source in _value_paths(spec.source, (*path, "source")):
-        info = expert_info(source)
-        if looks_like_path(source) and not FilePath(source).expanduser().is_dir():
-            out.append(Problem(src_path, f"model directory '{source}' does not exist; fix the "
-                               "path, or use a preset (vlmsearch list presets) or an HF model id"))
+        folder = FilePath(source).expanduser()
+        if looks_like_path(source) and not folder.is_dir():
+            what = "is a file, not a model directory" if folder.is_file() else "does not exist"
+            out.append(Problem(src_path, f"model directory '{source}' {what}; fix the path, or use a "
+                               "preset (vlmsearch list presets) or an HF model id"))
+            continue
+        if looks_like_path(source) and not (folder / "config.json").is_file():
+            out.append(Problem(src_path, f"'{source}' holds no config.json, so it is no HF model "
+                               "checkpoint; point at the folder save_pretrained wrote"))
+            continue
+        try:
+            info = expert_info(source)
+        except ValueError as exc:
+            out.append(Problem(src_path, str(exc)))
+            continue
         if info is None:
             continue
         for layer_path, layers in _value_paths(spec.layers, (*path, "layers")):
@@ -128,8 +149,7 @@ def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Pro
 @_vlm_check
 def experts(space: SearchSpace) -> list[Problem]:
     out = [p for name, spec in space.pool.items() for p in _expert_problems(space, name, spec)]
-    out += _tokens_fit(space)
-    return out
+    return out or _tokens_fit(space)  # the grids need the experts' configs read
 
 
 def _tokens_fit(space: SearchSpace) -> list[Problem]:

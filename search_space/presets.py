@@ -206,8 +206,27 @@ def expert_info(source: str) -> ExpertInfo | None:
         return KNOWN_CHECKPOINTS[source]
     config_file = Path(source).expanduser() / "config.json"
     if config_file.is_file():
-        return info_from_config(json.loads(config_file.read_text()))
+        config = read_config(config_file)
+        try:
+            return info_from_config(config)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{config_file} lacks what its family needs ({type(exc).__name__}: {exc}); "
+                             "is it a complete HF config.json? Save the model again with "
+                             "save_pretrained") from None
     return None
+
+
+def read_config(file: Path) -> dict[str, Any]:
+    """A checkpoint's config.json as a JSON object; ValueError naming the file otherwise."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file} is not readable JSON ({exc}); save the model again with "
+                         "save_pretrained, or fix the file") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} holds a JSON {type(config).__name__}, not an object; it is not an "
+                         "HF config.json") from None
+    return config
 
 
 LM_PRESETS: Registry[dict[str, Any]] = Registry("language model preset")

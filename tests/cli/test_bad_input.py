@@ -28,6 +28,12 @@ CASES = {
                            "did you mean 'cross_attention'"),
     "run missing model dir": ("run missing.yaml", "model directory './no-such-model' does not exist",
                               "fix the path"),
+    "check truncated config": ("check truncated.yaml", "config.json is not readable JSON", "save_pretrained"),
+    "check config is a list": ("check listed.yaml", "holds a JSON list, not an object", "HF config.json"),
+    "check config lacks a key": ("check keyless.yaml",
+                                 "lacks what its family needs (KeyError: 'hidden_sizes')", "save_pretrained"),
+    "trial folder without a model": ("trial nomodel.yaml", "holds no config.json", "save_pretrained wrote"),
+    "run file as model folder": ("run asfile.yaml", "is a file, not a model directory", "fix the path"),
     "trial missing model dir": ("trial missing_point.yaml", "does not exist", "fix the path"),
     "trial given a space": ("trial space.yaml", "this is a search space", "a point needs single values"),
     "run python tag": ("run pytag.yaml", "tag 'tag:yaml.org,2002:python/object/apply:os.system' is not "
@@ -75,6 +81,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (where / "missing.yaml").write_text(quick.replace("source: tiny-clip", "source: ./no-such-model"))
     point = (EXAMPLES / "comm_point.yaml").read_text()
     (where / "missing_point.yaml").write_text(point.replace("source: tiny-clip", "source: ./no-such-model"))
+    for name, config in [("truncated", '{"model_type": "clip_vision'), ("listed", "[1, 2]"),
+                         ("keyless", '{"model_type": "convnext"}'), ("nomodel", None)]:
+        (where / name).mkdir()
+        if config is not None:
+            (where / name / "config.json").write_text(config)
+        (where / f"{name}.yaml").write_text(point.replace("source: tiny-clip", f"source: ./{name}"))
+    (where / "weights.bin").write_text("not a folder")
+    (where / "asfile.yaml").write_text(quick.replace("source: tiny-clip", "source: ./weights.bin"))
     (where / "pytag.yaml").write_text(f"!!python/object/apply:os.system ['touch {where}/pwned']\n")
     return where
 
@@ -88,8 +102,7 @@ def vlmsearch(cwd: Path, line: str) -> subprocess.CompletedProcess[str]:
 def test_bad_input_is_one_message_exit_2_and_creates_nothing(folder: Path, tmp_path: Path,
                                                              case: str) -> None:
     line, problem, fix = CASES[case]
-    for name in os.listdir(folder):
-        shutil.copy(folder / name, tmp_path / name)
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
     done = vlmsearch(tmp_path, line)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
