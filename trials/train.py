@@ -64,6 +64,7 @@ class _Runner:
         self.recipe: Recipe | None = None
         self.loop: Loop | None = None
         self.evalsets: list[EvalSet] = []
+        self.set_feats: list[FeatureBatches] = []  # the evaluation sets' features, in order
 
     def failed(self, reason: FailureReason, message: str) -> TrialResult:
         step = self.loop.current if self.loop is not None else self.step  # the step it failed in

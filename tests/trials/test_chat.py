@@ -132,3 +132,11 @@ def test_batched_lengths_equal_the_encodings(family: str, request: pytest.Fixtur
     chat = ChatFormat(tok, "be brief")
     pairs = [(TURNS, True), ([("human", "hi there"), ("gpt", "red")], False), (TURNS[2:], True)]
     assert chat.lengths(pairs) == [len(chat.encode(t, image).input_ids) for t, image in pairs]
+
+
+def test_a_template_that_renders_a_prefix_differently_is_refused() -> None:
+    tok = word_tokenizer()
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% if loop.last %} end"
+                         "{% endif %} | {% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(ValueError, match="prefix-consistent template"):
+        ChatFormat(tok).encode(TURNS)

@@ -77,9 +77,9 @@ class ChatFormat:
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            start = len(self._render(messages[:i], prompt=True))
-            end = len(self._render(messages[:i + 1]))
-            if not text.startswith(self._render(messages[:i], prompt=True)) or end > len(text):
+            before = self._render(messages[:i], prompt=True)
+            start, end = len(before), len(self._render(messages[:i + 1]))
+            if not text.startswith(before) or end > len(text):
                 raise ValueError("the tokenizer's chat template renders a conversation's beginning "
                                  "differently from the whole, so the replies cannot be labelled; "
                                  "use a prefix-consistent template (as Qwen2's or Llama-3's)")
