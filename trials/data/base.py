@@ -163,5 +163,5 @@ def check_data(cfg: DataConfig) -> None:
 
 # Evaluation sets: one loader per released format (keyed as search_space.eval_formats names them),
 # given the spec and the decode side (data.image_size) and pad colour (None: no padding).
-EvalLoader = Callable[[EvalSpec, int, "tuple[int, int, int] | None"], EvalSet]
+EvalLoader = Callable[[EvalSpec, int, RGB8 | None], EvalSet]
 EVAL_LOADERS: Registry[EvalLoader] = Registry("eval format loader")

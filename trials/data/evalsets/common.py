@@ -18,6 +18,7 @@ from search_space.eval_formats import EvalSpec, FileField
 from trials.data.base import EvalSet, QADataset
 from trials.data.images import RGB8, ImageFiles
 from trials.data.llava import LISTED, DataError
+from trials.data.records import Problems as Gathered
 
 T = TypeVar("T")
 Kinds = type | tuple[type, ...]
@@ -38,9 +39,11 @@ def fail(spec: EvalSpec, problem: str) -> DataError:
 
 
 def listed(problems: Sequence[str]) -> str:
-    """The first LISTED problems, and how many more."""
-    more = f"; and {len(problems) - LISTED} more" if len(problems) > LISTED else ""
-    return "; ".join(problems[:LISTED]) + more
+    """The first LISTED problems, and how many more (as every data error lists them)."""
+    gathered = Gathered()
+    for problem in problems:
+        gathered.add(problem)
+    return gathered.listed()
 
 
 def json_kind(value: object) -> str:
@@ -161,23 +164,23 @@ class Problems:
 
     def __init__(self, spec: EvalSpec, key: FileField = "path") -> None:
         self.spec, self.key = spec, key
-        self.found: list[str] = []
+        self.found = Gathered()  # the first LISTED messages and a count of all
 
     def check(self, where: str, record: object, fields: Mapping[str, Kinds]) -> bool:
         """Whether the record has the fields; notes what is wrong if not."""
         wrong = field_problems(record, fields)
         if wrong:
-            self.found.append(f"{where} {' and '.join(wrong)}")
+            self.found.add(f"{where} {' and '.join(wrong)}")
         return not wrong
 
     def add(self, problem: str) -> None:
-        self.found.append(problem)
+        self.found.add(problem)
 
     def raise_any(self, what: str = "record(s)") -> None:
         if self.found:
             path = source(self.spec, self.key)
-            raise fail(self.spec, f"{len(self.found)} {what} of {self.key} file '{path}' cannot be used: "
-                                  f"{listed(self.found)}")
+            raise fail(self.spec, f"{self.found.count} {what} of {self.key} file '{path}' cannot be used: "
+                                  f"{self.found.listed()}")
 
 
 def first(spec: EvalSpec, records: Iterable[T]) -> Iterator[T]:
