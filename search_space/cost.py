@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from search_space.errors import InvalidDesign
 from search_space.fusions import FUSIONS, Grid
 from search_space.point import ExpertConfig, TrialConfig
 from search_space.presets import expert_info
-from search_space.sampling import CompiledSpace, values
+from search_space.sampling import CompiledSpace, FusionOption, values
 
 
 class UnknownGeometry(ValueError):
@@ -81,31 +82,55 @@ class CostRange:
 
 
 def space_cost_range(compiled: CompiledSpace) -> CostRange:
-    """Smallest and largest visual_tokens / positions_used over every point of the space."""
+    """Smallest and largest visual_tokens / positions_used over every point of the space.
+
+    A fusion's cost depends on its first (primary) expert's grid and on the *multiset* of the
+    others' grids, not on their order (tests/search_space/test_cost.py checks this against every
+    ordering), so the grids are enumerated as multisets: a 12-expert pool costs milliseconds."""
     if not compiled.space.trains_vlm:
         return CostRange(None, None)
     seen: set[tuple[int, int]] = set()
     unknown = False
-    positions = set(values(dict(compiled.rest.fields)["positions"]))
-    for subset in compiled.subsets:
+    positions = tuple(values(dict(compiled.rest.fields)["positions"]))
+    grid_sets: dict[str, tuple[Grid, ...]] = {}
+    for name, node in compiled.experts.items():
         try:
-            grid_sets = [sorted({expert_grid(ExpertConfig(**v))
-                                 for v in values(compiled.experts[n], "low")}) for n in subset]
+            grid_sets[name] = tuple(sorted({expert_grid(ExpertConfig(**v)) for v in values(node, "low")}))
         except UnknownGeometry:
             unknown = True
+    for subset in compiled.subsets:
+        if any(n not in grid_sets for n in subset):
             continue
+        ordered = sorted(subset, key=lambda n: not compiled.space.pool[n].primary)
+        first, rest = grid_sets[ordered[0]], tuple(sorted(grid_sets[n] for n in ordered[1:]))
         for option in compiled.admissible(len(subset)):
-            kind = FUSIONS.get(option.kind)
-            params = {kind.params.model_validate(v) for v in values(option.node, "low")}
-            for p, grids in itertools.product(params, itertools.product(*grid_sets)):
-                try:
-                    groups = kind.groups(p, grids)
-                except InvalidDesign:
-                    continue
-                seen |= {(c.visual_tokens, c.positions_used)
-                         for c in (groups_cost(groups, s) for s in positions)}
+            seen |= _option_costs(option, first, rest, positions)
     if not seen:
         return CostRange(None, None, complete=False)
     tokens = [t for t, _ in seen]
     used = [u for _, u in seen]
     return CostRange((min(tokens), max(tokens)), (min(used), max(used)), complete=not unknown)
+
+
+@functools.lru_cache(maxsize=4096)
+def _option_costs(option: FusionOption, first: tuple[Grid, ...], rest: tuple[tuple[Grid, ...], ...],
+                  positions: tuple[str, ...]) -> frozenset[tuple[int, int]]:
+    """(tokens, positions) of one fusion option over every grid multiset."""
+    kind = FUSIONS.get(option.kind)
+    params = {kind.params.model_validate(v) for v in values(option.node, "low")}
+    out: set[tuple[int, int]] = set()
+    for p, grids in itertools.product(params, _multisets(first, rest)):
+        try:
+            groups = kind.groups(p, grids)
+        except InvalidDesign:
+            continue
+        out |= {(c.visual_tokens, c.positions_used) for c in (groups_cost(groups, s) for s in positions)}
+    return frozenset(out)
+
+
+def _multisets(first: tuple[Grid, ...], rest: tuple[tuple[Grid, ...], ...]) -> set[tuple[Grid, ...]]:
+    """Each choice of the first grid, then the others' grids as a sorted multiset."""
+    tails: set[tuple[Grid, ...]] = {()}
+    for options in rest:
+        tails = {tuple(sorted((*tail, g))) for tail in tails for g in options}
+    return {(g, *tail) for g in first for tail in tails}

@@ -315,10 +315,17 @@ class CompiledSpace:
         return [n for node in nodes for n in _continuous(node)]
 
     def free_parameters(self) -> list[str]:
-        out = names(self._subset_node())
+        """Every parameter name, in the order a design draws them (subset, experts, fusion, rest)."""
+        if not self.space.trains_vlm:
+            return names(self.rest)
+        experts = {name: names(node) for name, node in self.experts.items()}
+        fusion = {n: names(self._fusion_node(n)) for n in {len(s) for s in self.subsets}}
+        rest = names(self.rest)
+        out = dict.fromkeys(names(self._subset_node()))
         for subset in self.subsets:
-            out += [n for n in names(self.design_node(subset)) if n not in out]
-        return out
+            for part in (*(experts[n] for n in subset), fusion[len(subset)], rest):
+                out.update(dict.fromkeys(part))
+        return list(out)
 
     def only_point(self) -> TrialConfig:
         return next(self.points())

@@ -71,17 +71,20 @@ def exists(url: str) -> bool:
     return path is None or path.exists()
 
 
-def make_engine(url: str, *, create: bool = True) -> Engine:
-    """An engine on `url`; `create` makes the directory of a SQLite file."""
+def make_engine(url: str, *, create: bool = True, read_only: bool = False) -> Engine:
+    """An engine on `url`; `create` makes the directory of a SQLite file; `read_only` opens a
+    SQLite file so that nothing (not even its journal mode) can change."""
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     try:
         if backend == "sqlite":
             path = sqlite_file(url)
-            if path is not None and create:
+            if path is not None and create and not read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only and path is not None:
+                parsed = parsed.set(database=path.resolve().as_uri(), query={"mode": "ro", "uri": "true"})
             engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-            _sqlite_events(engine)
+            _sqlite_events(engine, read_only)
             return engine
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if backend == "postgresql":
@@ -93,15 +96,16 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
                            f"'{parsed.drivername}' ({scrub(str(exc), url)}){hint}") from None
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-        cursor.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
+        if not read_only:  # (the journal mode is written into the file)
+            cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            cursor.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -23,10 +23,11 @@ from search_space.recorder import STOPPED, recorder_gone, recorder_id
 from search_space.result import TrialResult
 from search_space.retry import Backoff
 from storage import migrate
-from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, safe_url, scrub, writer
+from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, safe_url, scrub, sqlite_file, writer
 from storage.models import metrics as metric_rows
 from storage.models import studies, trials
 from storage.queries import Queries
+from storage.schema import Owner, refuse_foreign
 
 log = logging.getLogger(__name__)
 TERMINAL = ("complete", "pruned", "failed")
@@ -67,12 +68,20 @@ class ResultsStore(Queries):
     """The SQL results store on `url` (SQLite file or PostgreSQL); migrated to the newest schema
     when opened. Not shared across processes: each process opens its own."""
 
-    def __init__(self, url: str = DEFAULT_STORAGE, *, create: bool = True, upgrade: bool = True) -> None:
+    def __init__(self, url: str = DEFAULT_STORAGE, *, create: bool = True, upgrade: bool = True,
+                 read_only: bool = False) -> None:
+        """`read_only` (what `studies`, `results` and `sync` use): a SQLite file is opened so that
+        nothing in it can change, and a database with no results store is left as it is
+        (`holds_results` False). Another program's database is refused (storage/schema.py)."""
         self.url = url
-        self.engine = make_engine(url, create=create)
+        found, behind = _inspect(url)
+        self.holds_results = found is Owner.VLMSEARCH or not read_only
+        # vlmsearch's own store from an older version is brought up to date even by a read
+        self.engine = make_engine(url, create=create, read_only=read_only and not behind)
         if self.engine.dialect.name not in ("sqlite", "postgresql"):
             raise StorageError(f"storage {safe_url(url)}: the results store runs on SQLite or PostgreSQL, "
                                f"not {self.engine.dialect.name}")
+        upgrade = upgrade and self.holds_results
         self._write = writer(self.engine)
         self._study_ids: dict[str, int] = {}
         self._trial_ids: dict[tuple[int, int], int] = {}
@@ -281,11 +290,30 @@ class ResultsStore(Queries):
                                        failure_message=STOPPED))
 
 
+def _inspect(url: str) -> tuple[Owner, bool]:
+    """Who owns the database on `url`, and whether it is vlmsearch's store at an older schema;
+    looked at through a read-only connection, so another program's file is never changed."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        return Owner.EMPTY, False
+    probe = make_engine(url, create=False, read_only=True)
+    try:
+        with _Guard(url):
+            found = refuse_foreign(probe, url)
+            if found is not Owner.VLMSEARCH:
+                return found, False
+            with probe.connect() as connection:
+                return found, migrate.current(connection) != migrate.head()
+    finally:
+        probe.dispose()
+
+
 def upgrade_store(url: str, revision: str = "head") -> migrate.Upgrade:
     """Migrate the store on `url` to `revision` (what `vlmsearch db upgrade` runs)."""
     engine = make_engine(url)
     try:
         with _Guard(url):
+            _inspect(url)
             return migrate.upgrade(engine, revision)
     finally:
         engine.dispose()

@@ -73,10 +73,12 @@ def trial(
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None
+    from search_space.paths import folder_problem
     from vlmsearch.search import data_problem, device_problem
     from vlmsearch.trial_view import run_with_progress
 
-    problem = data_problem(point.data, point.trains_vlm) or device_problem(device, point.trains_vlm)
+    problem = data_problem(point.data, point.trains_vlm) or device_problem(device, point.trains_vlm) \
+        or folder_problem(run_dir, "--run-dir")
     if problem:
         err.print(f"{file}: {problem}", markup=False)
         raise typer.Exit(2)
@@ -180,7 +182,11 @@ def _open_store(url: str):  # -> ResultsStore | None
     try:
         if not exists(url):
             return None
-        return ResultsStore(url, create=False)
+        store = ResultsStore(url, create=False, read_only=True)
+        if not store.holds_results:  # an empty database (or Optuna's alone): left as it is
+            store.close()
+            return None
+        return store
     except StorageError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None

@@ -100,8 +100,10 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
     local = spec.space.search.backend == "optuna" or not options.ray_address  # trials run here
+    tracking = options.tracking or loaded.space.tracking or DEFAULT_TRACKING
     problem = data_problem(loaded.space.data, loaded.space.trains_vlm) or \
-        device_problem(options.device, loaded.space.trains_vlm, local)
+        device_problem(options.device, loaded.space.trains_vlm, local) or \
+        write_problem(spec.run_dir, spec.storage, tracking)
     if problem:  # before the study exists: bad data or device leaves nothing behind
         err.print(f"{loaded.source}: {problem}", markup=False)
         return 2
@@ -154,6 +156,18 @@ def device_problem(device: str, trains_vlm: bool = True, local: bool = True) -> 
     if count is not None and (parsed.index or 0) >= count:
         return f"--device {device}, but this machine has {count} CUDA GPU(s); use cuda:0 .. cuda:{count - 1}"
     return None
+
+
+def write_problem(run_dir: Path, storage: str, tracking: str) -> str | None:
+    """Why the run folder or a SQLite file (the store's, MLflow's) cannot be written where it is
+    named, or None: checked before anything is created."""
+    from search_space.locks import sqlite_path
+    from search_space.paths import file_problem, folder_problem
+
+    problems = (folder_problem(run_dir, "--run-dir"),
+                *(file_problem(path, f"the SQLite file of {flag}") for flag, url in
+                  (("--storage", storage), ("--tracking", tracking)) if (path := sqlite_path(url))))
+    return next((p for p in problems if p), None)
 
 
 def data_problem(data: Any, trains_vlm: bool = True) -> str | None:

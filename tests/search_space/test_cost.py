@@ -106,3 +106,63 @@ def test_space_cost_range(examples_dir: Path) -> None:
     # fewest: 16 (one 4x4 expert); most: clip 64 + dinov2 64 + sam 16 in sequence
     assert span.tokens == (16, 144)
     assert span.positions == (1, 144)
+
+
+ORDER_SPACE = """\
+name: order
+data: {benchmark: probe, train_size: 64, eval_size: 32, image_size: 96, seed: 0}
+language_model: {source: tiny-llama, train: full}
+experts:
+  pool:
+    clip: {source: tiny-clip, tokens: {choices: [4, 16, 64]}}
+    dinov2: {source: tiny-dinov2, tokens: {choices: [16, 36]}, primary: true}
+    sam: {source: tiny-sam, tokens: {choices: [9, 16]}}
+    mae: {source: tiny-mae, tokens: 16}
+  subset: {min: 1, max: 4}
+fusion:
+  choices:
+    - {kind: channel_concat}
+    - {kind: sequence_concat, interleave: {choices: [false, true]}}
+    - {kind: cross_attention}
+    - {kind: resampler, queries: {choices: [4, 9]}}
+    - {kind: sva, queries: 16}
+    - {kind: mr_adapter}
+positions: {choices: [original, share_by_row, share_all]}
+train: {steps: 4, batch_size: 2, lr: 1.0e-3}
+objectives: [{metric: accuracy, direction: maximize}]
+"""
+
+
+def test_space_cost_range_equals_every_point() -> None:
+    """The range is enumerated over grid multisets (primary first); it must equal the range
+    over every point of the space, each in its own expert order."""
+    compiled = compile_space(parse(ORDER_SPACE).space)
+    costs = []
+    for point in compiled.points():
+        try:
+            costs.append(point_cost(point))
+        except InvalidDesign:
+            continue
+    assert len(costs) > 1000
+    span = space_cost_range(compiled)
+    assert span.tokens == (min(c.visual_tokens for c in costs), max(c.visual_tokens for c in costs))
+    assert span.positions == (min(c.positions_used for c in costs), max(c.positions_used for c in costs))
+
+
+@pytest.mark.parametrize("kind", sorted(FUSIONS.names()))
+def test_fusion_cost_ignores_the_order_of_the_secondary_experts(kind: str) -> None:
+    """What space_cost_range relies on: after the first (primary) grid, order does not matter."""
+    import itertools
+
+    entry = FUSIONS.get(kind)
+    params = entry.params()
+    grids = [(2, 2), (4, 4), (3, 3), (4, 4)]
+    costs = set()
+    for rest in itertools.permutations(grids[1:]):
+        try:
+            groups = entry.groups(params, [grids[0], *rest])
+        except InvalidDesign:
+            costs.add("invalid")
+            continue
+        costs.add((sum(h * w for h, w in groups), tuple(sorted(groups))))
+    assert len(costs) == 1, costs
