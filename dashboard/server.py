@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from dashboard import layout
 from dashboard.client import TrackingError, check_uri, is_remote, open_client, safe_uri
+from dashboard.hosts import LOOPBACK, allowed_hosts, machine_names
 from search_space.locks import sqlite_path
 
 PASSWORD_ENV = "VLMSEARCH_DASHBOARD_PASSWORD"
@@ -154,18 +155,22 @@ def _kept_secret(path: Path) -> str:
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-def server_command(uri: str, host: str, port: int, artifacts: Path, auth: bool) -> list[str]:
+def server_command(uri: str, host: str, port: int, artifacts: Path, auth: bool,
+                   hosts: list[str] | None = None) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
                "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts.resolve()),
                "--uvicorn-opts", "--log-level warning"]  # no line per request in the user's terminal
-    return command + (["--app-name", "basic-auth"] if auth else [])
+    return command + (["--app-name", "basic-auth"] if auth else []) + \
+        (["--allowed-hosts", ",".join(hosts)] if hosts else [])
 
 
 def start_server(uri: str, host: str, port: int, artifacts: Path, auth: bool = False,
-                 env: dict[str, str] | None = None, output: Any = None) -> subprocess.Popen:
+                 env: dict[str, str] | None = None, output: Any = None,
+                 hosts: list[str] | None = None) -> subprocess.Popen:
     """`mlflow server` on `uri` in its own session (so its workers stop with it: `stop_server`),
-    without MLflow's job runner. `output`: where its messages go (default: this terminal)."""
-    return subprocess.Popen(server_command(uri, host, port, artifacts, auth),
+    without MLflow's job runner. `output`: where its messages go (default: this terminal);
+    `hosts`: the Host headers it answers (dashboard/hosts.py; None: MLflow's loopback default)."""
+    return subprocess.Popen(server_command(uri, host, port, artifacts, auth, hosts),
                             env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=output,
                             stderr=subprocess.STDOUT if output is not None else None,
                             start_new_session=True)
@@ -193,7 +198,8 @@ def browse_host(host: str) -> str:
 
 
 def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: str,
-          say: Callable[[str], None], show: Callable[[str], None]) -> int:
+          say: Callable[[str], None], show: Callable[[str], None],
+          extra_hosts: list[str] | None = None) -> int:
     """Start the UI, print the links, run until Ctrl-C. Remote stores: print the links only."""
     check_store(uri)
     if is_remote(uri):
@@ -206,8 +212,13 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
     path = sqlite_path(uri)
     folder = path.parent if path is not None else Path("vlmsearch-runs")
     base = f"http://{browse_host(host)}:{port}"
+    hosts = allowed_hosts(host, extra_hosts or [])
+    if hosts and host not in LOOPBACK:
+        say(f"other machines reach it as http://NAME:{port} for NAME one of: "
+            f"{', '.join(machine_names() + (extra_hosts or []))}; another name (a DNS alias, a "
+            "proxy) needs --allowed-hosts NAME")
     process = start_server(uri, host, port, folder / "mlartifacts", auth,
-                           auth_config(folder, user, say) if auth else None)
+                           auth_config(folder, user, say) if auth else None, hosts=hosts)
     stop_on_signals()
     try:
         wait_until_up(process, base)

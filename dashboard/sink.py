@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dashboard.client import open_client, safe_uri, scrub_uri
+from dashboard.client import DEFAULT_TRACKING, open_client, safe_uri, scrub_uri
 from dashboard.tracker import StudyTracker
 from search_space.result import TrialResult
+from search_space.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,10 @@ FIRST_BACKOFF_S, MAX_BACKOFF_S = 5.0, 60.0
 
 
 class MlflowSink:
-    def __init__(self, uri: str, say: Callable[[str], None] = log.warning, client: Any = None) -> None:
-        self.uri, self.say = uri, say
+    def __init__(self, uri: str, say: Callable[[str], None] = log.warning, client: Any = None,
+                 storage: str | None = None) -> None:
+        """`storage`: the results store's URL when it is not the default (named in the sync hint)."""
+        self.uri, self.say, self.storage = uri, say, storage
         self._client = client
         self.tracker: StudyTracker | None = None
         self.study: Any = None  # StudyInfo
@@ -90,7 +93,13 @@ class MlflowSink:
         if not self.complete:
             self.say(f"tracking: {self.pending} trial(s) of study '{study}' (and the front) are not "
                      f"in MLflow at {safe_uri(self.uri)}; the results store has them: when MLflow is "
-                     f"back, `vlmsearch sync --study {study}` logs them")
+                     f"back, `{self.sync_command(study)}` logs them")
+
+    def sync_command(self, study: str) -> str:
+        """The command that logs what is missing, with the stores this search used (no password)."""
+        flags = "" if self.uri == DEFAULT_TRACKING else f" --tracking {safe_uri(self.uri)}"
+        flags += f" --storage {redact_url(self.storage)}" if self.storage else ""
+        return f"vlmsearch sync --study {study}{flags}"
 
     # ---- replay ----------------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
 from search_space.cost import UnknownGeometry, expert_grid
@@ -15,8 +15,9 @@ from search_space.errors import InvalidDesign, Problem
 from search_space.eval_formats import eval_metric_names
 from search_space.fusions import FUSIONS
 from search_space.point import ExpertConfig
-from search_space.presets import expert_info, looks_like_path
-from search_space.ranges import Choices, FloatRange, IntRange, is_free, possible_values
+from search_space.presets import expert_info, looks_like_path, read_config
+from search_space.range_checks import range_problems
+from search_space.ranges import Choices, is_free, possible_values
 from search_space.registry import unknown_name_message
 from search_space.sampling import compile_space, valid_subsets, values
 from search_space.space import SearchSpace
@@ -106,15 +107,9 @@ def subset_bounds(space: SearchSpace) -> list[Problem]:
 def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Problem]:
     path, out = space.expert_path(name), []
     for src_path, source in _value_paths(spec.source, (*path, "source")):
-        folder = FilePath(source).expanduser()
-        if looks_like_path(source) and not folder.is_dir():
-            what = "is a file, not a model directory" if folder.is_file() else "does not exist"
-            out.append(Problem(src_path, f"model directory '{source}' {what}; fix the path, or use a "
-                               "preset (vlmsearch list presets) or an HF model id"))
-            continue
-        if looks_like_path(source) and not (folder / "config.json").is_file():
-            out.append(Problem(src_path, f"'{source}' holds no config.json, so it is no HF model "
-                               "checkpoint; point at the folder save_pretrained wrote"))
+        problem = model_folder_problem(source)
+        if problem:
+            out.append(Problem(src_path, problem))
             continue
         try:
             info = expert_info(source)
@@ -192,66 +187,38 @@ def fusion_needs(space: SearchSpace) -> list[Problem]:
 
 @_check
 def ranges_fit(space: SearchSpace) -> list[Problem]:
-    """Each range's ends must be valid values of its field (e.g. heads >= 1)."""
-    out: list[Problem] = []
-    _walk_ranges(space, (), out)
+    """Each range's values must be valid values of its field (e.g. heads >= 1, square tokens)."""
+    return range_problems(space)
+
+
+@_vlm_check
+def language_model_source(space: SearchSpace) -> list[Problem]:
+    out = []
+    for path, source in _value_paths(space.language_model.source, ("language_model", "source")):
+        problem = model_folder_problem(source)
+        if problem is None and looks_like_path(source):
+            try:
+                read_config(FilePath(source).expanduser() / "config.json")
+            except ValueError as exc:
+                problem = str(exc)
+        if problem:
+            out.append(Problem(path, problem))
     return out
 
 
-def _walk_ranges(value: Any, path: tuple, out: list[Problem]) -> None:
-    if isinstance(value, Choices):
-        for i, v in enumerate(value.choices):
-            _walk_ranges(v, (*path, "choices", i), out)
-        return
-    if isinstance(value, dict):  # the pool: name -> expert
-        for key, v in value.items():
-            _walk_ranges(v, (*path, key), out)
-        return
-    if not isinstance(value, BaseModel):
-        return
-    point_model = getattr(type(value), "point_model", None)
-    for name in type(value).model_fields:
-        field = getattr(value, name)
-        if isinstance(field, IntRange | FloatRange) and point_model is not None:
-            info = point_model.model_fields[name]
-            adapter = TypeAdapter(info.annotation if not info.metadata
-                                  else _annotated(info.annotation, info.metadata))
-            ends = [Problem((*path, name, end), msg) for end in ("low", "high")
-                    if (msg := _refusal(adapter, getattr(field, end)))]
-            out += ends or _inner_values(adapter, field, (*path, name))
-        else:
-            _walk_ranges(field, (*path, name), out)
-
-
-def _refusal(adapter: TypeAdapter, value: Any) -> str | None:
-    """Why the field refuses `value`, or None."""
-    try:
-        adapter.validate_python(value)
-    except ValidationError as exc:
-        return exc.errors()[0]["msg"].removeprefix("Value error, ")
+def model_folder_problem(source: str) -> str | None:
+    """Why a local model folder `source` is none (missing, a file, no config.json), or None."""
+    folder = FilePath(source).expanduser()
+    if not looks_like_path(source):
+        return None
+    if not folder.is_dir():
+        what = "is a file, not a model directory" if folder.is_file() else "does not exist"
+        return (f"model directory '{source}' {what}; fix the path, or use a preset (vlmsearch list "
+                "presets) or an HF model id")
+    if not (folder / "config.json").is_file():
+        return (f"'{source}' holds no config.json, so it is no HF model checkpoint; point at the folder "
+                "save_pretrained wrote")
     return None
-
-
-MAX_CHECKED = 100_000  # values of one range checked one by one (beyond: its ends only)
-
-
-def _inner_values(adapter: TypeAdapter, field: IntRange | FloatRange, path: tuple) -> list[Problem]:
-    """A rule that holds for the ends may fail inside (tokens must be perfect squares)."""
-    values = field.values()
-    if not values or len(values) > MAX_CHECKED:
-        return []
-    bad = next((v for v in values if _refusal(adapter, v)), None)
-    if bad is None:
-        return []
-    good = [v for v in values if not _refusal(adapter, v)]
-    fix = (f"list the values it allows instead: {{choices: {good[:16]}}}" if good
-           else "no value in it is allowed; change the range")
-    return [Problem(path, f"the range {field.low}..{field.high} includes {bad}, which is "
-                    f"refused: {_refusal(adapter, bad)}; {fix}")]
-
-
-def _annotated(annotation: Any, metadata: list[Any]) -> Any:
-    return Annotated[(annotation, *metadata)]
 
 
 def _skills(space: SearchSpace) -> tuple[str, ...] | None:

@@ -52,5 +52,14 @@ class SpaceError(ValueError):
         super().__init__(f"{head}{len(self.problems)} {noun}\n{body}")
 
 
+class SectionError(ValueError):
+    """Raised by a whole-model validator about one of its fields: the problem is reported at that
+    field's path (and line), not at the model's."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class InvalidDesign(ValueError):
     """A point that validates but cannot be built (e.g. interleaving unequal grids)."""

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from search_space.errors import Path, Problem, SpaceError
+from search_space.errors import Path, Problem, SectionError, SpaceError
 from search_space.fusions import FUSIONS
+from search_space.hints import empty_section, key_alias, value_hint
 from search_space.point import TrialConfig
 from search_space.ranges import TAG
 from search_space.registry import did_you_mean, unknown_name_message
@@ -39,30 +40,36 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path:
     return tuple(p for p in loc if not (isinstance(p, str) and p.startswith(TAG)))
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: dict[str, Any], loc: Path) -> str:
     kind, msg, value = error["type"], error["msg"], error.get("input")
     if kind == "union_tag_invalid":
         return unknown_name_message("fusion", value.get("kind"), FUSIONS.names())
     if kind == "union_tag_not_found":
         return f"a fusion needs `kind`: one of {', '.join(FUSIONS.names())}"
     if kind == "extra_forbidden":
-        key = error["loc"][-1]
-        hint = did_you_mean(str(key), _VOCABULARY) or "; remove it"
+        key = str(error["loc"][-1])
+        hint = key_alias(key, _VOCABULARY) or did_you_mean(key, _VOCABULARY) or "; remove it"
         return f"unknown key '{key}'{hint}"
     if kind == "missing":
         return "required, but missing"
+    empty = empty_section(kind, value, loc)
+    if empty:
+        return empty
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if kind not in ("value_error", "assertion_error") and value is not None and len(repr(value)) < 60:
         msg = f"{msg} (got {value!r})"
-    return msg
+    return msg + value_hint(kind, value, loc[-1] if loc else None)
 
 
 def problems_from(error: ValidationError) -> list[Problem]:
     out: list[Problem] = []
     for err in error.errors():
         loc = _clean_loc(err["loc"])
-        problem = Problem(loc, _message(err))
+        raised = (err.get("ctx") or {}).get("error")
+        if isinstance(raised, SectionError):  # a whole-model rule about one section
+            loc = (*loc, *raised.path)
+        problem = Problem(loc, _message(err, loc))
         if problem not in out:
             out.append(problem)
     return out
@@ -114,12 +121,17 @@ def load(path: str | FilePath, device_profile: str | None = None) -> Loaded:
     from search_space.checks import check
 
     file = FilePath(path)
+    if file.is_dir():
+        raise SpaceError([Problem((), f"{file} is a folder, not a YAML file; give the space's .yaml "
+                                      "file (e.g. examples/quickstart.yaml)")], str(file))
     if not file.is_file():
         raise SpaceError([Problem((), f"no such file: {file}; check the path")], str(file))
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError([Problem((), f"cannot read {file}: {exc}")], str(file)) from None
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpaceError([_not_utf8(file.read_bytes(), exc)], str(file)) from None
+    except OSError as exc:
+        raise SpaceError([Problem((), f"cannot read {file}: {exc.strerror or exc}")], str(file)) from None
     loaded = parse(text, str(file))
     try:
         loaded = Loaded(with_device_profile(loaded.space, device_profile), loaded.lines, loaded.source)
@@ -129,6 +141,12 @@ def load(path: str | FilePath, device_profile: str | None = None) -> Loaded:
     if problems:
         raise loaded.fail(problems)
     return loaded
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> Problem:
+    line = data[:exc.start].count(b"\n") + 1
+    return Problem((), f"byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8 (a "
+                       "YAML file is text: no binary data, no Latin-1)", line)
 
 
 def load_point(path: str | FilePath, device_profile: str | None = None

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from search_space.components import EVALUATORS, metric_problem
+from search_space.errors import SectionError
 from search_space.fusions import PositiveInt
 from search_space.numbers import Seed
 from search_space.point import (
@@ -215,6 +216,9 @@ class SearchConfig(Frozen):
 ParameterName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=100)]
 
 
+VLM_SECTIONS = ("experts", "language_model", "fusion", "projector", "positions")  # what only a VLM reads
+
+
 class SearchSpace(Frozen):
     """A whole YAML file. A point is a space with no free parameter.
 
@@ -253,9 +257,11 @@ class SearchSpace(Frozen):
                                  "evaluator: nasbench201); tune a VLM through its own sections "
                                  "(experts, fusion, positions, train, ...)")
             return self
-        if self.experts is not None:
-            raise ValueError(f"evaluator '{self.evaluator}' trains no VLM, so `experts` would be "
-                             "ignored; remove it, or remove `evaluator` to search VLMs")
+        written = [name for name in VLM_SECTIONS if name in self.model_fields_set]
+        if written:
+            raise SectionError((written[0],), f"evaluator '{self.evaluator}' trains no VLM, so "
+                               f"`{written[0]}` would be ignored; remove it, or remove `evaluator` to "
+                               "search VLMs")
         if not self.parameters:
             raise ValueError(f"evaluator '{self.evaluator}' reads its design from `parameters:` "
                              "(name: value, {choices: [...]} or {low, high}); add them")

@@ -99,6 +99,17 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, path: Path, lines: dict[Pa
     return out
 
 
+def _deep_line(text: str) -> int | None:
+    """The line where brackets first nest deeper than MAX_DEPTH (what overflows the parser)."""
+    depth, line = 0, 1
+    for char in text:
+        line += char == "\n"
+        depth += (char in "[{") - (char in "]}")
+        if depth > MAX_DEPTH:
+            return line
+    return None
+
+
 def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
     """Parse YAML safely: (data, {path: line}). Raises `SpaceError` on syntax errors."""
     loader = _Loader(text)
@@ -121,7 +132,7 @@ def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
         raise SpaceError(exc.problems, source) from None
     except RecursionError:
         raise SpaceError([Problem((), f"the YAML nests too deeply to read (more than {MAX_DEPTH} levels "
-                                      "is never a space)")], source) from None
+                                      "is never a space)", _deep_line(text))], source) from None
     finally:
         loader.dispose()
     if problems:

@@ -20,6 +20,9 @@ from search_space.urls import redact_url, secrets, unencoded_at
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 WRITE = "vlmsearch_write"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
 BUSY_TIMEOUT_MS = 60_000
+POSTGRES_DRIVER = ("; PostgreSQL needs the psycopg driver: install the postgres extra, pip install "
+                   "'vlmsearch[postgres]' (in a checkout: pip install -e '.[postgres]'), and write the URL "
+                   "as postgresql+psycopg://USER:PASSWORD@HOST:5432/DB")
 
 
 class StorageError(RuntimeError):
@@ -91,7 +94,7 @@ def make_engine(url: str, *, create: bool = True, read_only: bool = False) -> En
             kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "vlmsearch"}
         return create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
-        hint = "; for PostgreSQL use postgresql+psycopg://..." if backend == "postgresql" else ""
+        hint = POSTGRES_DRIVER if backend == "postgresql" else "; the store runs on SQLite or PostgreSQL"
         raise StorageError(f"cannot open storage {safe_url(url)}: no database driver for "
                            f"'{parsed.drivername}' ({scrub(str(exc), url)}){hint}") from None
 

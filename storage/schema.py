@@ -5,6 +5,7 @@ refused before anything is written to it, and read commands open a SQLite file r
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 
 from sqlalchemy import Engine, inspect
 
@@ -36,6 +37,22 @@ def owner(engine: Engine) -> tuple[Owner, list[str]]:
     if other:
         return Owner.FOREIGN, other
     return (Owner.OPTUNA if tables else Owner.EMPTY), other
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def refuse_non_sqlite(path: Path, url: str) -> None:
+    """StorageError for a file that is not a SQLite database (an empty file is a new one)."""
+    if path.is_dir():
+        raise StorageError(f"storage {safe_url(url)}: '{path}' is a folder; name a database file in it, "
+                           f"e.g. sqlite:///{path / 'results.db'}")
+    with path.open("rb") as file:
+        head = file.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        raise StorageError(f"storage {safe_url(url)}: '{path}' is not a SQLite database (another kind of "
+                           "file); nothing was changed. Give the store a search created (default "
+                           f"{DEFAULT_STORAGE}) or a file that does not exist yet")
 
 
 def refuse_foreign(engine: Engine, url: str) -> Owner:

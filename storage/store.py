@@ -27,7 +27,7 @@ from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, safe_url,
 from storage.models import metrics as metric_rows
 from storage.models import studies, trials
 from storage.queries import Queries
-from storage.schema import Owner, refuse_foreign
+from storage.schema import Owner, refuse_foreign, refuse_non_sqlite
 
 log = logging.getLogger(__name__)
 TERMINAL = ("complete", "pruned", "failed")
@@ -296,6 +296,8 @@ def _inspect(url: str) -> tuple[Owner, bool]:
     path = sqlite_file(url)
     if path is not None and not path.exists():
         return Owner.EMPTY, False
+    if path is not None:
+        refuse_non_sqlite(path, url)
     probe = make_engine(url, create=False, read_only=True)
     try:
         with _Guard(url):

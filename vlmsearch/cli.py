@@ -309,17 +309,25 @@ def dashboard(
     study: str | None = typer.Option(None, "--study", help="print the links of this study only"),
     auth: bool = typer.Option(False, "--auth", help="MLflow's basic-auth app: no anonymous requests"),
     user: str = typer.Option("admin", "--user", help="the admin user of --auth"),
+    hosts: str | None = typer.Option(None, "--allowed-hosts", help="more names (comma-separated) other "
+                                     "machines use for this one; its own names are allowed already"),
 ) -> None:
     """Start the MLflow UI on the tracking store and print the links to each study's Pareto front
     (runs until Ctrl-C)."""
+    from dashboard.hosts import LOOPBACK, parse_hosts
     from dashboard.server import DashboardError, serve
 
-    if host not in ("127.0.0.1", "localhost", "::1") and not auth:
+    try:
+        extra = parse_hosts(hosts)
+    except ValueError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    if host not in LOOPBACK and not auth:
         err.print(f"note: listening on {host} without --auth: anyone who can reach this machine can "
                   "read (and change) the runs", markup=False)
     try:
         code = serve(tracking, host, port, study, auth, user, lambda m: err.print(m, markup=False),
-                     lambda m: out.print(m, markup=False, soft_wrap=True))
+                     lambda m: out.print(m, markup=False, soft_wrap=True), extra)
     except DashboardError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None

@@ -91,7 +91,9 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     from trials.search.study import SearchError
     from vlmsearch.run_view import ProgressView, pareto_table
 
-    tracker = tracking_sink(options.tracking or loaded.space.tracking or DEFAULT_TRACKING, err)
+    storage = options.storage or loaded.space.storage
+    tracker = tracking_sink(options.tracking or loaded.space.tracking or DEFAULT_TRACKING, err,
+                            storage if storage not in (None, DEFAULT_STORAGE) else None)
     if tracker is False:
         return 2
     try:
@@ -186,7 +188,7 @@ def data_problem(data: Any, trains_vlm: bool = True) -> str | None:
     return "; ".join(problems) or None
 
 
-def tracking_sink(uri: str, err: Console):  # -> MlflowSink | None (off) | False (bad URI)
+def tracking_sink(uri: str, err: Console, storage: str | None = None):  # -> MlflowSink | None | False
     """The MLflow sink for `uri` (`none` turns tracking off); False, with the reason, for a URI
     MLflow cannot use. Nothing is contacted yet: an unreachable server must not stop a search."""
     from dashboard.client import OFF, TrackingError, check_uri
@@ -199,7 +201,7 @@ def tracking_sink(uri: str, err: Console):  # -> MlflowSink | None (off) | False
     except TrackingError as exc:
         err.print(str(exc), markup=False)
         return False
-    return MlflowSink(uri, lambda message: err.print(message, markup=False))
+    return MlflowSink(uri, lambda message: err.print(message, markup=False), storage=storage)
 
 
 def open_results_store(url: str, err: Console):  # -> storage.ResultsStore | None

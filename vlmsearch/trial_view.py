@@ -15,19 +15,19 @@ from search_space.space import Resources
 
 def run_with_progress(point: TrialConfig, steps: int | None, device: str, run_dir: Path,
                       console: Console, resources: Resources | None = None) -> TrialResult:
-    from trials.train import TrialOptions, default_cache, run_trial
+    from trials.train import TrialOptions, default_cache, run_trial, with_steps
 
     resources = resources or Resources()
     if not point.trains_vlm:  # looked up or computed by its evaluator: nothing to show meanwhile
         result = run_trial(point, TrialOptions(steps=steps, device=device))
         result.study, result.number = point.name, 0
         return result
-    total = steps or point.train.steps
+    trained = with_steps(point, steps)  # the design as trained: its hash is the result's
     cache = default_cache(run_dir)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"{point.name} ({point.config_hash})", total=total, loss="-")
+        task = bar.add_task(f"{point.name} ({trained.config_hash})", total=trained.train.steps, loss="-")
 
         def progress(step: int, _total: int, loss: float) -> None:
             bar.update(task, completed=step, loss=f"{loss:.3f}")

@@ -4,17 +4,23 @@ exists without --resume: tests/trials/test_search.py; a broken LLaVA set: test_b
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import os
+import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli.bad_corpus import CORPUS, SECRET, Case
 from tests.conftest import EXAMPLES
+from tests.search_space.test_malformed import BASE
+from vlmsearch.cli import main
 
-SECRET = "s3cret-pw"
 DOWN_PG = f"postgresql+psycopg://bob:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1
 BROKEN_YAML = "name: x\nexperts: {clip: {source: tiny-clip\n"
 
@@ -110,3 +116,83 @@ def test_bad_input_is_one_message_exit_2_and_creates_nothing(folder: Path, tmp_p
     assert len(done.stderr.strip().splitlines()) <= 6, "one message, not a dump"
     assert not (tmp_path / "pwned").exists(), "a YAML never runs code"
     assert not (tmp_path / "vlmsearch-runs").exists(), "nothing created"
+
+
+# ---- the corpus, in-process (tests/cli/bad_corpus.py) ---------------------------------------
+
+FOREIGN_TABLES = {"app.db": ["customers (id INTEGER)"],
+                  "mlflowish.db": ["experiments (id INTEGER)", "runs (id INTEGER)", "metrics (id INTEGER)",
+                                   "params (id INTEGER)"]}
+
+
+def _write(where: Path, name: str, text: str) -> None:
+    path = where / name
+    if text == "<dir>":
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+
+
+def _snapshot(where: Path) -> dict[str, str]:
+    """Every path under `where`, with its content's hash (folders: '<dir>')."""
+    return {str(p.relative_to(where)): "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(where.rglob("*"))}
+
+
+def _case_folder(where: Path, case: Case) -> None:
+    for name, tables in FOREIGN_TABLES.items():
+        with sqlite3.connect(where / name) as db:
+            for table in tables:
+                db.execute(f"CREATE TABLE {table}")
+        sqlite3.connect(where / name).close()
+    (where / "notes.txt").write_text("not a database\n")
+    shutil.copy(EXAMPLES / "comm_point.yaml", where / "point.yaml")
+    if case.text is not None:
+        _write(where, "case.yaml", case.text)
+    elif case.edit is not None:
+        old, new = case.edit
+        assert old in BASE, "the case must change the base text"
+        _write(where, "case.yaml", BASE.replace(old, new, 1))
+    for name, text in case.files.items():
+        _write(where, name, text)
+
+
+def run_in_process(line: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["vlmsearch", *shlex.split(line)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_corpus(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> None:
+    case = CORPUS[name]
+    _case_folder(tmp_path, case)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for module in case.hide:
+        monkeypatch.setitem(sys.modules, module, None)
+    before = _snapshot(tmp_path)
+    code, out, err = run_in_process(case.line, capsys)
+    said = out + err
+    assert code == 2, said
+    assert "Traceback" not in said and SECRET not in said
+    flat = " ".join(said.split())  # (rich wraps long lines)
+    for fragment in case.says:
+        assert " ".join(fragment.split()) in flat, f"{fragment!r} not in:\n{said}"
+    assert _snapshot(tmp_path) == before, "nothing created or changed"
+
+
+def test_the_corpus_covers_every_class() -> None:
+    counts = collections.Counter(case.cls for case in CORPUS.values())
+    assert set(counts) >= {1, 2, 3, 4, 5, 6, 7, 8, 11}, counts
+    assert len(CORPUS) + len(CASES) >= 150

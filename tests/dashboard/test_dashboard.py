@@ -100,6 +100,33 @@ def test_dashboard_serves_the_store_and_prints_the_links(finished_study: Study) 
     assert not _answers(f"{ui.base}/health")
 
 
+def _api_as(base: str, host: str) -> int:
+    """The API's answer to a request that names the server as `host` (what another machine sends)."""
+    request = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=1",
+                                     headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_listening_on_every_interface_answers_other_machines(finished_study: Study) -> None:
+    """Issue 19, class 8: MLflow answers 403 to a Host that is not loopback or private; the
+    dashboard allows this machine's names and addresses and --allowed-hosts, nothing else."""
+    from dashboard.hosts import machine_names
+
+    outside = [n for n in machine_names() if n not in ("127.0.0.1", "localhost", "[::1]")]
+    assert outside, "this machine has a name besides loopback"
+    with dashboard(finished_study, "--host", "0.0.0.0", "--allowed-hosts", "vlms-proxy.example") as ui:
+        ui.link("Pareto runs:")
+        for name in outside:
+            assert _api_as(ui.base, f"{name}:{ui.port}") == 200, name
+        assert _api_as(ui.base, "vlms-proxy.example") == 200
+        assert _api_as(ui.base, f"vlms-proxy.example:{ui.port}") == 200
+        assert _api_as(ui.base, "attacker.example") == 403, "DNS rebinding is still refused"
+
+
 def test_auth_refuses_anonymous_requests(finished_study: Study, tmp_path: Path) -> None:
     study = Study(tmp_path, finished_study.storage, f"sqlite:///{tmp_path}/mlflow.db")
     shutil.copy(finished_study.folder / "mlflow.db", tmp_path / "mlflow.db")

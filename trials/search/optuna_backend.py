@@ -120,6 +120,9 @@ class OptunaBackend:
                 study.set_user_attr("space", self.design_of_space())
                 study.set_user_attr("space_yaml", spec.space_yaml)
                 self.enqueue_seeds(study)
+        if created and spec.resume:
+            self.say(f"--resume: study '{spec.study}' is not in {_safe(spec.storage)} yet, so it starts "
+                     "now (check --study and --storage if you meant an earlier one)")
         if not created:
             self.check_resumable(study)
         return study

@@ -247,6 +247,9 @@ class RayBackend:
             raise SearchError(f"study '{self.spec.study}' already ran under {experiment}; add "
                               "--resume to continue it, or name a new study with --study")
         self.restoring = experiment.exists() and tune.Tuner.can_restore(str(experiment))
+        if self.spec.resume and not experiment.exists():
+            self.say(f"--resume: study '{self.spec.study}' has not run under {experiment} yet, so it "
+                     "starts now (check --study and --run-dir if you meant an earlier one)")
 
     def define(self, trial: Any) -> dict[str, Any]:
         """Define-by-run: sample a point; settle duplicates and infeasible points here."""
