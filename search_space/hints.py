@@ -16,7 +16,7 @@ KEY_ALIASES = {
     "layer": "layers", "mm_vision_select_layer": "layers", "model_name_or_path": "source",
     "vision_tower": "source", "model": "source", "path": "source", "mm_projector_type": "projector",
     "expert": "experts", "objective": "objectives", "constraint": "constraints", "num_trials": "trials",
-    "n_trials": "trials", "gradient_accumulation_steps": "micro_batch", "bf16": "precision",
+    "n_trials": "trials", "bf16": "precision",
 }
 
 # per field: what a valid value looks like (added to a bare type or bound error on it)
@@ -28,7 +28,7 @@ FIELD_HINTS = {
 }
 
 _NULL_WORDS = {"none", "nil", "nothing", "n/a", "na", "empty"}
-_RANGE_TEXT = re.compile(r"^\s*[-+]?[\d.]+(e[-+]?\d+)?\s*(\.\.|-|–|to|:|,)\s*[-+]?[\d.]+(e[-+]?\d+)?\s*$",
+_RANGE_TEXT = re.compile(r"^\s*[-+]?[\d.]+(e[-+]?\d+)?\s*(\.\.|-|–|to)\s*[-+]?[\d.]+(e[-+]?\d+)?\s*$",
                          re.IGNORECASE)
 _SCALAR_TYPES = ("int_", "float_", "string_", "bool_", "literal_error", "greater_than", "less_than")
 

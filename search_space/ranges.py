@@ -14,6 +14,7 @@ from typing import Annotated, Any, Generic, TypeVar, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -152,7 +153,19 @@ def tunable(annotation: Any) -> Any:
     ]
 
 
-Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # noqa: UP007
+def _plain_scalar(value: Any) -> Any:
+    """One message for what no member of `Scalar` takes (not one per member)."""
+    if not isinstance(value, bool | int | float | str):
+        raise ValueError(f"a parameter's value is a number, a string or a boolean, not a "
+                         f"{type(value).__name__}; for alternatives write {{choices: [A, B]}}, for a "
+                         "range {low: A, high: B}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number; write a number")
+    return value
+
+
+Scalar = Annotated[Union[StrictBool, StrictInt, StrictFloat, StrictStr],  # noqa: UP007
+                   BeforeValidator(_plain_scalar)]
 
 
 def _scalar_shape(value: Any) -> str:

@@ -32,6 +32,8 @@ TOKENS, HEADS = "tokens: {choices: [16, 64]}", "heads: {choices: [1, 4]}"
 DATA = "image_size: 96, seed: 0}"
 SEARCH = "search: {sampler: tpe, trials: 4}"
 CLIP = "source: tiny-clip"
+NAS = ("name: n\nevaluator: nasbench201\nparameters: {op0: none}\n"
+       "objectives: [{metric: accuracy, direction: maximize}]\n")
 
 CORPUS: dict[str, Case] = {
     # class 1: a rule per value over a whole range; non-finite numbers; broken model folders
@@ -488,4 +490,11 @@ CORPUS: dict[str, Case] = {
         ("no database driver for 'mysql'", "the store runs on SQLite or PostgreSQL"),
         cls=11,
     ),
+    # a non-VLM space's parameters: one message, not one per type a parameter may have
+    "parameter inf": Case("check case.yaml", ("parameters.op0: line 3", "inf is not a finite number"),
+                          text=NAS.replace("op0: none", "op0: .inf"), cls=1),
+    "parameter a list": Case("run case.yaml", ("parameters.op0: line 3", "not a list", "{choices: [A, B]}"),
+                             text=NAS.replace("op0: none", "op0: [none, skip_connect]"), cls=11),
+    "parameter nan choice": Case("check case.yaml", ("parameters.op0.choices[0]: line 3", "not a finite"),
+                                 text=NAS.replace("op0: none", "op0: {choices: [.nan, none]}"), cls=1),
 }

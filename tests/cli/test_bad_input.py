@@ -5,6 +5,7 @@ exists without --resume: tests/trials/test_search.py; a broken LLaVA set: test_b
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 import shlex
@@ -142,10 +143,10 @@ def _snapshot(where: Path) -> dict[str, str]:
 
 def _case_folder(where: Path, case: Case) -> None:
     for name, tables in FOREIGN_TABLES.items():
-        with sqlite3.connect(where / name) as db:
+        with contextlib.closing(sqlite3.connect(where / name)) as db:
             for table in tables:
                 db.execute(f"CREATE TABLE {table}")
-        sqlite3.connect(where / name).close()
+            db.commit()
     (where / "notes.txt").write_text("not a database\n")
     shutil.copy(EXAMPLES / "comm_point.yaml", where / "point.yaml")
     if case.text is not None:

@@ -60,8 +60,9 @@ def dashboard(study: Study, *args: str, env: dict[str, str] | None = None) -> It
         stop_server(process)
 
 
-def _get(url: str, auth: tuple[str, str] | None = None) -> int:
-    request = urllib.request.Request(url)
+def _get(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
+    """The status of a GET; `host`: the Host header (what another machine names the server by)."""
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
     if auth:
         request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
     try:
@@ -101,14 +102,7 @@ def test_dashboard_serves_the_store_and_prints_the_links(finished_study: Study) 
 
 
 def _api_as(base: str, host: str) -> int:
-    """The API's answer to a request that names the server as `host` (what another machine sends)."""
-    request = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=1",
-                                     headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return _get(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=1", host=host)
 
 
 def test_listening_on_every_interface_answers_other_machines(finished_study: Study) -> None:

@@ -75,7 +75,7 @@ def test_integer_and_float_ranges_of_parameters() -> None:
      "parameters.width", "unknown parameter 'width'"),
     ("dataset: cifar10", "dataset: cifar11", "parameters.dataset", "did you mean 'cifar10'"),
     ("evaluator: nasbench201", "evaluator: nasbench", "evaluator", "did you mean 'nasbench201'"),
-    ("objectives:", "experts: {clip: {source: tiny-clip}}\nobjectives:", "(top level)",
+    ("objectives:", "experts: {clip: {source: tiny-clip}}\nobjectives:", "experts: line",
      "trains no VLM, so `experts` would be ignored"),
     ("objectives:", "search: {early_stopping: {kind: mo_asha, min_steps: 2}}\nobjectives:",
      "search.early_stopping.kind", "reports no intermediate results"),
