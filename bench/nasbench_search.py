@@ -96,7 +96,7 @@ def sampler_of(method: str, spec):
 
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=spec.space.search.seed)
-    return SAMPLERS.get(spec.space.search.sampler)(spec, 0)
+    return SAMPLERS.get(spec.space.search.sampler)(spec, 0, spec.space.search.seed)
 
 
 def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> dict:

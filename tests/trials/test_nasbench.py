@@ -60,3 +60,18 @@ def test_vlmsearch_run_searches_the_cell_space(tmp_path: Path) -> None:
 def vlmsearch(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vlmsearch", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_a_resumed_search_draws_designs_it_has_not_drawn(tmp_path: Path) -> None:
+    """Issue 20 (resumes never repeat): a seeded sampler restarted at its seed drew the designs of
+    the first trials again (reused, so the study held 4 distinct designs of 6). A cell space of
+    15,625 designs drawn at random: 6 trials in two runs are 6 designs."""
+    space = tmp_path / "random.yaml"
+    space.write_text(EXAMPLE.read_text().replace("  concurrency: 2", "  concurrency: 1\n  sampler: random"))
+    for trials in ("3", "6"):
+        done = vlmsearch(tmp_path, "run", str(space), "--trials", trials, "--resume", "--tracking", "none")
+        assert done.returncode == 0, done.stderr
+    with ResultsStore(f"sqlite:///{tmp_path}/vlmsearch-runs/results.db", create=False) as store:
+        trials = store.trials("nasbench201")
+    assert len(trials) == 6
+    assert len({t.config_hash for t in trials}) == 6, [t.config_hash for t in trials]

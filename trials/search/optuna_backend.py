@@ -60,18 +60,25 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-SamplerFactory = Callable[[SearchSpec, int], optuna.samplers.BaseSampler]  # (spec, grid size)
+# (spec, the grid's size, the seed) -> sampler
+SamplerFactory = Callable[[SearchSpec, int, "int | None"], optuna.samplers.BaseSampler]
 SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
-SAMPLERS.register("tpe", lambda s, _: optuna.samplers.TPESampler(
-    seed=s.space.search.seed, multivariate=True, group=True, constant_liar=True,
+SAMPLERS.register("tpe", lambda s, _, seed: optuna.samplers.TPESampler(
+    seed=seed, multivariate=True, group=True, constant_liar=True,
     n_startup_trials=min(10, max(2, s.trials // 3))),
     "TPE (multivariate, grouped for conditional parameters)")
-SAMPLERS.register("nsga2", lambda s, _: optuna.samplers.NSGAIISampler(
-    seed=s.space.search.seed, population_size=max(4, min(50, s.trials // 3))), "NSGA-II")
-SAMPLERS.register("random", lambda s, _: optuna.samplers.RandomSampler(seed=s.space.search.seed),
-                  "uniform random")
-SAMPLERS.register("gp", lambda s, _: optuna.samplers.GPSampler(
-    seed=s.space.search.seed, n_startup_trials=min(10, max(2, s.trials // 3))), "Gaussian process")
+SAMPLERS.register("nsga2", lambda s, _, seed: optuna.samplers.NSGAIISampler(
+    seed=seed, population_size=max(4, min(50, s.trials // 3))), "NSGA-II")
+SAMPLERS.register("random", lambda s, _, seed: optuna.samplers.RandomSampler(seed=seed), "uniform random")
+SAMPLERS.register("gp", lambda s, _, seed: optuna.samplers.GPSampler(
+    seed=seed, n_startup_trials=min(10, max(2, s.trials // 3))), "Gaussian process")
+
+
+def drawing_seed(seed: int | None, drawn: int) -> int | None:
+    """The sampler's seed once the study holds `drawn` trials: the search's own seed at the start
+    (a search stays reproducible), another one derived from it on a resume, so a resumed search
+    does not draw its first designs again."""
+    return None if seed is None else (seed + drawn * 0x9E3779B1) % 2**32
 
 
 class _GridSampler(optuna.samplers.GridSampler):
@@ -83,8 +90,8 @@ class _GridSampler(optuna.samplers.GridSampler):
         return None
 
 
-SAMPLERS.register("grid", lambda s, size: _GridSampler(
-    {"point": list(range(size))}, seed=s.space.search.seed), "every point of a finite space")
+SAMPLERS.register("grid", lambda s, size, seed: _GridSampler(
+    {"point": list(range(size))}, seed=seed), "every point of a finite space")
 
 
 @dataclass
@@ -125,7 +132,15 @@ class OptunaBackend:
                      "now (check --study and --storage if you meant an earlier one)")
         if not created:
             self.check_resumable(study)
+            drawn = len(study.get_trials(deepcopy=False))
+            if drawn:  # resumed (or joined): draws that continue, not repeat, the earlier ones
+                study.sampler = self.sampler(drawn)
         return study
+
+    def sampler(self, drawn: int) -> optuna.samplers.BaseSampler:
+        search = self.spec.space.search
+        seed = drawing_seed(search.seed, drawn)
+        return SAMPLERS.get(search.sampler)(self.spec, len(self.state.points), seed)
 
     def create_or_load(self, storage: RDBStorage) -> tuple[optuna.Study, bool]:
         """The study, and whether this search created it: of two searches starting it at once,
@@ -133,7 +148,7 @@ class OptunaBackend:
         spec = self.spec
         options: dict[str, Any] = dict(
             storage=storage, study_name=spec.study, pruner=_pruner(spec),
-            sampler=SAMPLERS.get(spec.space.search.sampler)(spec, len(self.state.points)))
+            sampler=self.sampler(drawn=0))
         try:
             directions = [o.direction for o in spec.space.objectives]
             return optuna.create_study(directions=directions, **options), True

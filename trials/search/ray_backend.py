@@ -350,7 +350,8 @@ class RayBackend:
         self.searcher = searcher = _Searcher(self.spec.study, space=_Define(self.spec.study),
                              metric=[o.metric for o in space.objectives],
                              mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
-                             sampler=SAMPLERS.get(search.sampler)(self.spec, len(self.state.points)),
+                             sampler=SAMPLERS.get(search.sampler)(self.spec, len(self.state.points),
+                                                                  search.seed),
                              points_to_evaluate=seeds or None)
         resources = {"cpu": search.resources.cpu, "gpu": search.resources.gpu}
         if space.trains_vlm and _data_parallel(None, search.resources):
