@@ -396,8 +396,7 @@ class OptunaBackend:
         elif result.failure is not None and result.failure.infeasible:
             # known to the sampler as infeasible: worst accuracy, the analytic costs, violations
             self.constrain(trial, result)
-            study.tell(trial, [_worst(o, result.metrics) for o in space.objectives],
-                       skip_if_finished=True)
+            study.tell(trial, objective_values(space, result.metrics, infeasible=True), skip_if_finished=True)
         else:
             trial.set_user_attr("failure_reason", result.failure.reason if result.failure else "error")
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
@@ -511,10 +510,6 @@ class _Heartbeat:
         self._stop.set()
 
 
-def _worst(objective: Any, metrics: dict[str, float]) -> float:
-    if objective.metric in metrics:
-        return float(metrics[objective.metric])
-    return 0.0 if objective.direction == "maximize" else 1e12
 
 
 

@@ -39,6 +39,7 @@ from trials.search.study import (
     SearchSpec,
     StudyState,
     max_steps,
+    objective_values,
     violations,
 )
 
@@ -112,8 +113,9 @@ class _Searcher(OptunaSearch):
         if status == "complete" or (status == "failed" and _infeasible(result)):
             for i, value in enumerate(violations(space, result)):
                 ot_trial.set_constraint(f"{i}:{space.constraints[i].metric}", value)
-            values = [float(result.get(o.metric, 0.0)) for o in space.objectives]
-            self._ot_study.tell(ot_trial, values)
+            # (the one rule of study.objective_values: a lacking minimised metric is the worst)
+            metrics = {o.metric: result[o.metric] for o in space.objectives if o.metric in result}
+            self._ot_study.tell(ot_trial, objective_values(space, metrics, infeasible=status != "complete"))
         elif status == "failed" or error:
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         else:

@@ -55,8 +55,15 @@ def max_steps(spec: SearchSpec) -> int:
     return spec.steps or spec.space.max_steps()
 
 
-def objective_values(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
-    return [float(metrics[o.metric]) for o in space.objectives]
+WORST = {"maximize": 0.0, "minimize": 1e12}  # told for an objective an infeasible point lacks
+
+
+def objective_values(space: SearchSpace, metrics: dict[str, float], infeasible: bool = False) -> list[float]:
+    """The values a sampler is told: those measured; for an infeasible point (refused before
+    training), the analytic ones it has and the worst for the rest (both backends tell these)."""
+    if not infeasible:
+        return [float(metrics[o.metric]) for o in space.objectives]
+    return [float(metrics[o.metric]) if o.metric in metrics else WORST[o.direction] for o in space.objectives]
 
 
 def violations(space: SearchSpace, metrics: dict[str, float]) -> list[float]:
