@@ -124,6 +124,7 @@ class OptunaBackend:
             storage = _rdb_storage(spec.storage)
             study, created = self.create_or_load(storage)
             if created:
+                study.set_metric_names([o.metric for o in spec.space.objectives])  # optuna-dashboard
                 study.set_user_attr("space", self.design_of_space())
                 study.set_user_attr("space_yaml", spec.space_yaml)
                 self.enqueue_seeds(study)
