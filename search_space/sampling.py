@@ -293,10 +293,11 @@ class CompiledSpace:
             for design in values(self.design_node(subset)):
                 yield self._point(design)
 
-    def extreme_points(self) -> Iterator[TrialConfig]:
-        """Every point with each numeric range at one of its ends (all choices enumerated)."""
-        for subset in self.subsets:
-            for design in values(self.design_node(subset), "ends"):
+    def extreme_points(self, subset: tuple[str, ...] | None = None) -> Iterator[TrialConfig]:
+        """Every point (of one subset, or of all) with each numeric range at one of its ends
+        (all choices enumerated)."""
+        for chosen in self.subsets if subset is None else (subset,):
+            for design in values(self.design_node(chosen), "ends"):
                 yield self._point(design)
 
     def size(self) -> int | None:

@@ -69,7 +69,7 @@ def space_lines(compiled: CompiledSpace, resources: Resources) -> list[str]:
     r = est.ranges
     if "est_mem_gb" not in r:
         return ["  resources: unknown (a model's config is not known without downloading it)"]
-    sampled = f", first {est.designs} designs" if est.truncated else ""
+    sampled = f", {est.designs} designs sampled over the subsets" if est.truncated else ""
     lines = [
         f"  est. memory: {size(r['est_mem_gb'][0])} .. {size(r['est_mem_gb'][1])} on "
         f"{_device(resources)}{sampled}",
