@@ -92,8 +92,8 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     from vlmsearch.run_view import ProgressView, pareto_table
 
     storage = options.storage or loaded.space.storage
-    tracker = tracking_sink(options.tracking or loaded.space.tracking or DEFAULT_TRACKING, err,
-                            storage if storage not in (None, DEFAULT_STORAGE) else None)
+    tracking = options.tracking or loaded.space.tracking or DEFAULT_TRACKING
+    tracker = tracking_sink(tracking, err, storage if storage not in (None, DEFAULT_STORAGE) else None)
     if tracker is False:
         return 2
     try:
@@ -102,7 +102,6 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
     local = spec.space.search.backend == "optuna" or not options.ray_address  # trials run here
-    tracking = options.tracking or loaded.space.tracking or DEFAULT_TRACKING
     problem = data_problem(loaded.space.data, loaded.space.trains_vlm) or \
         device_problem(options.device, loaded.space.trains_vlm, local) or \
         write_problem(spec.run_dir, spec.storage, tracking)

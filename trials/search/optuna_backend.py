@@ -511,9 +511,6 @@ class _Heartbeat:
         self._stop.set()
 
 
-
-
-
 PRUNERS: Registry[Callable[[SearchSpec, int], optuna.pruners.BasePruner]] = Registry("early stopping")
 PRUNERS.register("none", lambda spec, steps: optuna.pruners.NopPruner(), "train every trial fully")
 PRUNERS.register("mo_asha", lambda spec, steps: optuna.pruners.NopPruner(),

@@ -113,9 +113,7 @@ class _Searcher(OptunaSearch):
         if status == "complete" or (status == "failed" and _infeasible(result)):
             for i, value in enumerate(violations(space, result)):
                 ot_trial.set_constraint(f"{i}:{space.constraints[i].metric}", value)
-            # (the one rule of study.objective_values: a lacking minimised metric is the worst)
-            metrics = {o.metric: result[o.metric] for o in space.objectives if o.metric in result}
-            self._ot_study.tell(ot_trial, objective_values(space, metrics, infeasible=status != "complete"))
+            self._ot_study.tell(ot_trial, objective_values(space, result, infeasible=status != "complete"))
         elif status == "failed" or error:
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         else:
