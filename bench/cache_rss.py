@@ -84,9 +84,9 @@ def phase(args: argparse.Namespace) -> dict[str, object]:
 
     from search_space import TrialConfig
     from search_space.point import DataConfig
+    from trials import TrialOptions, run_trial
     from trials.cache import FeatureCache
     from trials.data import load_benchmark
-    from trials.train import TrialOptions, run_trial
 
     torch.set_num_threads(args.threads)
     load_benchmark(DataConfig(train_size=6, eval_size=6))  # imports and tables every trial pays once

@@ -47,8 +47,8 @@ from transformers import (
 
 from search_space import load_point
 from search_space.yaml_io import dump_yaml
+from trials import TrialOptions, run_trial
 from trials.cache import FeatureCache
-from trials.train import TrialOptions, run_trial
 from trials.vlm.lm import word_tokenizer
 
 transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per model otherwise

@@ -85,8 +85,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from search_space import TrialConfig
+    from trials import TrialOptions, run_trial
     from trials.cache import FeatureCache
-    from trials.train import TrialOptions, run_trial
 
     torch.set_num_threads(2)
     point = TrialConfig.model_validate(point_dict(Path(args.file), args.train_size, args.steps))

@@ -92,21 +92,21 @@ def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
 def sampler_of(method: str, spec):
     import optuna
 
-    from trials.search.optuna_backend import SAMPLERS
+    from trials.search.samplers import SAMPLERS
 
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=spec.space.search.seed)
-    return SAMPLERS.get(spec.space.search.sampler)(spec, 0, spec.space.search.seed)
+    return SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, spec.space.search.seed)
 
 
 def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> dict:
     """One search; the ratio after each trial and the seconds it took."""
     import optuna
 
+    from search_space.events import Sinks
     from search_space.sampling import OptunaDraw
-    from trials.search.sinks import Sinks
+    from trials import run_trial
     from trials.search.study import StudyState, objective_values
-    from trials.train import run_trial
 
     spec = spec_for(loaded, method, seed, trials, Path("."))
     state = StudyState(spec, Sinks([]))

@@ -27,8 +27,8 @@ from scipy.stats import kendalltau, spearmanr
 
 from search_space import RandomDraw, compile_space, load
 from search_space.point import TrialConfig
+from trials import TrialOptions, run_trial
 from trials.cache import FeatureCache
-from trials.train import TrialOptions, run_trial
 
 
 def pick_designs(space_path: str, count: int, lr: float) -> list[TrialConfig]:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from common.processes import recorder_id
 from dashboard import layout
 from dashboard.client import artifact_root, open_client
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
@@ -45,7 +46,6 @@ from dashboard.tracker import StudyTracker
 from search_space import InvalidDesign, compile_space, parse, point_cost, space_cost_range
 from search_space.cost import UnknownGeometry
 from search_space.pareto import feasible, study_front
-from search_space.recorder import recorder_id
 from search_space.result import TrialResult
 from search_space.sampling import RandomDraw
 from search_space.yaml_io import dump_yaml

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from search_space.locks import one_at_a_time, sqlite_path
+from common.locks import one_at_a_time
+from common.urls import redact_url, sqlite_path
 
 DEFAULT_TRACKING = "sqlite:///vlmsearch-runs/mlflow.db"
 OFF = ("none", "off", "")
@@ -24,20 +25,6 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
 
 class TrackingError(RuntimeError):
     """Tracking cannot be used as asked (a bad URI); the message names the fix."""
-
-
-def safe_uri(uri: str) -> str:
-    """The URI as it may be printed, logged or sent anywhere: any password is `***`."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
-def scrub_uri(text: str, uri: str) -> str:
-    password = urlsplit(uri).password
-    return text.replace(password, "***") if password else text
 
 
 def is_remote(uri: str) -> bool:
@@ -55,7 +42,7 @@ def check_uri(uri: str) -> None:
     scheme = urlsplit(uri).scheme
     known = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks")
     if scheme.split("+")[0] not in known:
-        raise TrackingError(f"tracking URI '{safe_uri(uri)}' is not one MLflow can use; give "
+        raise TrackingError(f"tracking URI '{redact_url(uri)}' is not one MLflow can use; give "
                             "sqlite:///path/mlflow.db, http://host:5000 (an `mlflow server`), a "
                             "database URL, or `none` to turn tracking off")
 

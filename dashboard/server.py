@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from common.urls import redact_url, sqlite_path
 from dashboard import layout
-from dashboard.client import TrackingError, check_uri, is_remote, open_client, safe_uri
+from dashboard.client import TrackingError, check_uri, is_remote, open_client
 from dashboard.hosts import LOOPBACK, allowed_hosts, machine_names
-from search_space.locks import sqlite_path
 
 PASSWORD_ENV = "VLMSEARCH_DASHBOARD_PASSWORD"
 
@@ -84,7 +84,7 @@ def find_studies(uri: str, only: str | None = None) -> list[FoundStudy]:
 
         names = [e.tags.get(layout.STUDY) for e in client.search_experiments()]
         known = sorted(n for n in names if n)
-        raise DashboardError(f"unknown study '{only}'{did_you_mean(only, known)} in {safe_uri(uri)}; "
+        raise DashboardError(f"unknown study '{only}'{did_you_mean(only, known)} in {redact_url(uri)}; "
                              f"known: {', '.join(known) or 'none'}")
     return found
 
@@ -205,7 +205,7 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
     if is_remote(uri):
         base = uri.rstrip("/")
         _print_links(base, find_studies(uri, study), show)
-        show(f"{safe_uri(uri)} is a running MLflow server: nothing to start")
+        show(f"{redact_url(uri)} is a running MLflow server: nothing to start")
         return 0
     studies = find_studies(uri, study)
     check_port(host, port)
@@ -224,7 +224,7 @@ def serve(uri: str, host: str, port: int, study: str | None, auth: bool, user: s
         wait_until_up(process, base)
         if auth:
             (folder / "dashboard-auth.db").chmod(0o600)  # password hashes: the owner's only
-        show(f"MLflow UI: {base}  (tracking store {safe_uri(uri)}; Ctrl-C stops it)")
+        show(f"MLflow UI: {base}  (tracking store {redact_url(uri)}; Ctrl-C stops it)")
         _print_links(base, studies, show)
         process.wait()
     except (KeyboardInterrupt, Stopped):

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dashboard.client import DEFAULT_TRACKING, open_client, safe_uri, scrub_uri
+from common.urls import redact_secrets, redact_url
+from dashboard.client import DEFAULT_TRACKING, open_client
 from dashboard.tracker import StudyTracker
 from search_space.result import TrialResult
-from search_space.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,12 @@ class MlflowSink:
             self._guarded(lambda: self.tracker.close(status))  # type: ignore[union-attr]
         if not self.complete:
             self.say(f"tracking: {self.pending} trial(s) of study '{study}' (and the front) are not "
-                     f"in MLflow at {safe_uri(self.uri)}; the results store has them: when MLflow is "
+                     f"in MLflow at {redact_url(self.uri)}; the results store has them: when MLflow is "
                      f"back, `{self.sync_command(study)}` logs them")
 
     def sync_command(self, study: str) -> str:
         """The command that logs what is missing, with the stores this search used (no password)."""
-        flags = "" if self.uri == DEFAULT_TRACKING else f" --tracking {safe_uri(self.uri)}"
+        flags = "" if self.uri == DEFAULT_TRACKING else f" --tracking {redact_url(self.uri)}"
         flags += f" --storage {redact_url(self.storage)}" if self.storage else ""
         return f"vlmsearch sync --study {study}{flags}"
 
@@ -147,7 +147,7 @@ class MlflowSink:
             self._went_offline(exc)
         else:
             if self.failures:
-                self.say(f"tracking: MLflow at {safe_uri(self.uri)} answers again; everything "
+                self.say(f"tracking: MLflow at {redact_url(self.uri)} answers again; everything "
                          "waiting was logged")
             self.failures, self.backoff = 0, FIRST_BACKOFF_S
 
@@ -155,8 +155,8 @@ class MlflowSink:
         self.failures += 1
         self.retry_at = time.monotonic() + self.backoff
         if self.failures == 1:
-            reason = scrub_uri(f"{type(exc).__name__}: {exc}", self.uri).splitlines()[0][:300]
-            self.say(f"tracking: MLflow at {safe_uri(self.uri)} failed ({reason}); the search goes on "
+            reason = redact_secrets(f"{type(exc).__name__}: {exc}", self.uri).splitlines()[0][:300]
+            self.say(f"tracking: MLflow at {redact_url(self.uri)} failed ({reason}); the search goes on "
                      f"and retries in {self.backoff:.0f} s")
         log.debug("MLflow failure %d", self.failures, exc_info=True)
         self.backoff = min(MAX_BACKOFF_S, self.backoff * 2)

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.locks import one_at_a_time
+from common.processes import STOPPED, recorder_gone, recorder_id
+from common.urls import sqlite_path
 from dashboard import layout
 from dashboard.client import artifact_root
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
-from search_space.locks import one_at_a_time, sqlite_path
 from search_space.pareto import feasible
-from search_space.recorder import STOPPED, recorder_gone, recorder_id
 from search_space.result import TrialResult
 from search_space.yaml_io import dump_yaml
 

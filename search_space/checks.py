@@ -21,6 +21,7 @@ from search_space.ranges import Choices, is_free, possible_values
 from search_space.registry import unknown_name_message
 from search_space.sampling import compile_space, valid_subsets, values
 from search_space.space import SearchSpace
+from search_space.strategies import EARLY_STOPPING, SAMPLERS
 
 Check = Callable[[SearchSpace], list[Problem]]
 CHECKS: list[Check] = []
@@ -249,18 +250,18 @@ def objectives(space: SearchSpace) -> list[Problem]:
 @_check
 def search_settings(space: SearchSpace) -> list[Problem]:
     out, search = [], space.search
-    if search.sampler == "grid" and compile_space(space).size() is None:
-        out.append(Problem(("search", "sampler"), "the grid sampler needs a finite space, but a "
-                           "float range has no `step`; add a step or use tpe/random"))
-    many = len(space.objectives) > 1
-    if many and search.early_stopping.kind in ("asha", "hyperband"):
+    sampler, stopping = SAMPLERS.get(search.sampler), EARLY_STOPPING.get(search.early_stopping.kind)
+    if sampler.needs_finite_space and compile_space(space).size() is None:
+        out.append(Problem(("search", "sampler"), f"the {search.sampler} sampler needs a finite space, "
+                           "but a float range has no `step`; add a step or use tpe/random"))
+    if len(space.objectives) > 1 and stopping.single_objective:
         out.append(Problem(("search", "early_stopping", "kind"), f"{search.early_stopping.kind} "
                            "ranks one objective, but there are several; use mo_asha"))
-    if not space.trains_vlm and search.early_stopping.kind != "none":
+    if not space.trains_vlm and stopping.stops_early:
         out.append(Problem(("search", "early_stopping", "kind"), f"evaluator '{space.evaluator}' "
                            "reports no intermediate results to stop on; use kind: none"))
     steps = space.max_steps()
-    if space.trains_vlm and search.early_stopping.kind != "none" and search.early_stopping.min_steps >= steps:
+    if space.trains_vlm and stopping.stops_early and search.early_stopping.min_steps >= steps:
         out.append(Problem(("search", "early_stopping", "min_steps"), f"min_steps "
                            f"({search.early_stopping.min_steps}) must be below train.steps "
                            f"({steps}); lower it"))

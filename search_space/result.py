@@ -43,6 +43,11 @@ class TrialResult:
     def config_hash(self) -> str:
         return self.config.config_hash
 
+    @property
+    def infeasible(self) -> bool:
+        """Refused before training because its analytic costs break a constraint."""
+        return bool(self.failure and self.failure.infeasible)
+
     def ordered_metrics(self) -> dict[str, float]:
         """Contract metrics first (overall accuracy, then per skill), then any others."""
         skills = sorted(k for k in self.metrics if k.startswith("accuracy/"))
@@ -56,14 +61,18 @@ class TrialResult:
                 "status": self.status,
                 "failure": self.failure.to_json() if self.failure else None,
                 "steps": self.steps, "config": self.config.canonical(),
-                "metrics": self.ordered_metrics(), "pareto_rank": self.pareto_rank}
+                "metrics": self.ordered_metrics(), "pareto_rank": self.pareto_rank,
+                "reused_from": self.reused_from, "infeasible": self.infeasible, "host": self.host}
 
 
 def result_from_json(data: dict[str, Any], name: str) -> TrialResult:
-    """Rebuild a result from `TrialResult.to_json()` (the point gets `name`)."""
+    """Rebuild a result from `TrialResult.to_json()` (the point gets `name`); JSON written
+    before `reused_from`, `infeasible` and `host` were part of it reads as none of them."""
     failure = data.get("failure")
     return TrialResult(TrialConfig.model_validate({"name": name, **data["config"]}), data["status"],
                        int(data["steps"]), dict(data["metrics"]),
-                       Failure(failure["reason"], failure["message"]) if failure else None,
+                       Failure(failure["reason"], failure["message"], bool(data.get("infeasible")))
+                       if failure else None,
                        study=data.get("study"), number=data.get("number"),
-                       pareto_rank=data.get("pareto_rank"))
+                       pareto_rank=data.get("pareto_rank"), reused_from=data.get("reused_from"),
+                       host=data.get("host"))

@@ -37,6 +37,7 @@ from search_space.point import (
 )
 from search_space.ranges import TAG, Choices, TunableScalar, tunable
 from search_space.resources.devices import DEVICE_PROFILES, default_profile
+from search_space.strategies import BACKENDS, EARLY_STOPPING, SAMPLERS
 
 _CACHE: dict[type[BaseModel], type[BaseModel]] = {}
 
@@ -157,7 +158,7 @@ class Constraint(Frozen):
 
 
 class EarlyStopping(Frozen):
-    kind: Literal["none", "asha", "hyperband", "mo_asha"] = "none"
+    kind: Annotated[str, registered(EARLY_STOPPING)] = "none"
     min_steps: PositiveInt = 50
     reduction_factor: Annotated[int, Field(ge=2)] = 3
 
@@ -203,8 +204,8 @@ class SeedPoint(Frozen):
 
 
 class SearchConfig(Frozen):
-    backend: Literal["optuna", "ray"] = "optuna"
-    sampler: Literal["tpe", "nsga2", "random", "gp", "grid"] = "tpe"
+    backend: Annotated[str, registered(BACKENDS)] = "optuna"
+    sampler: Annotated[str, registered(SAMPLERS)] = "tpe"
     trials: PositiveInt = 20
     concurrency: PositiveInt = 1
     early_stopping: EarlyStopping = EarlyStopping()

@@ -8,7 +8,6 @@ from typing import Any
 import yaml
 
 from search_space.errors import Path, Problem, SpaceError
-from search_space.urls import redact_passwords  # noqa: F401  (re-exported: URLs in YAML text)
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,7 +1,7 @@
 """The SQL results store: SQLite by default, PostgreSQL for clusters; Alembic migrations; the
 sink that records a search; queries (studies, trials, the Pareto front) and CSV/JSON export."""
 
-from storage.engine import DEFAULT_STORAGE, StorageError, exists, safe_url
+from storage.engine import DEFAULT_STORAGE, StorageError, exists
 from storage.migrate import Upgrade
 from storage.queries import ParetoFront, StoredTrial, StudySummary, UnknownStudy
 from storage.store import ResultsStore, upgrade_store
@@ -16,6 +16,5 @@ __all__ = [
     "UnknownStudy",
     "Upgrade",
     "exists",
-    "safe_url",
     "upgrade_store",
 ]

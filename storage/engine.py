@@ -1,4 +1,5 @@
-"""Opening a store's database: URLs without passwords, SQLite made safe for several processes.
+"""Opening a store's database: bad URLs refused (never showing a password), SQLite made safe for
+several processes.
 
 SQLite (the default) runs in WAL mode with a busy timeout and foreign keys on; every write
 transaction starts with `BEGIN IMMEDIATE`, so concurrent writers queue on the lock instead of
@@ -11,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import NoSuchModuleError
 
-from search_space.locks import sqlite_path
-from search_space.urls import redact_url, secrets, unencoded_at
+from common.urls import database_url, is_sqlite, redact_secrets, redact_url, sqlite_path, unencoded_at
 
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 WRITE = "vlmsearch_write"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)
@@ -29,33 +29,18 @@ class StorageError(RuntimeError):
     """The store cannot be opened or used; the message names the store (never its password)."""
 
 
-def safe_url(url: str | URL) -> str:
-    """The URL as it may be printed or logged: its password, if any, is `***` (search_space.urls)."""
-    return redact_url(url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url))
-
-
-def scrub(text: str, url: str | URL) -> str:
-    """`text` (a driver's error message, say) with the URL's password replaced by `***`."""
-    raw = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
-    text = text.replace(raw, redact_url(raw))
-    for secret in secrets(raw):
-        text = text.replace(secret, "***")
-    return text
-
-
 def parse_url(url: str) -> URL:
     """The URL parsed; refused: what is no database URL, and a SQLite URL with no file (`sqlite:///`,
     what `sqlite:///$DB` becomes with DB unset, or `:memory:`), whose database would keep nothing."""
-    if unencoded_at(str(url)):
-        raise StorageError(f"the password of '{safe_url(url)}' holds an '@', which ends it early; write "
+    if unencoded_at(url):
+        raise StorageError(f"the password of '{redact_url(url)}' holds an '@', which ends it early; write "
                            "each '@' in it as %40 (URL encoding)")
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise StorageError(f"not a database URL: '{safe_url(url)}'; use e.g. {DEFAULT_STORAGE} or "
-                           "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise StorageError(f"'{safe_url(url)}' names no database file (is a variable in it unset?): an "
+    parsed = database_url(url)
+    if parsed is None:
+        raise StorageError(f"not a database URL: '{redact_url(url)}'; use e.g. {DEFAULT_STORAGE} or "
+                           "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB")
+    if is_sqlite(url) and sqlite_path(url) is None:
+        raise StorageError(f"'{redact_url(url)}' names no database file (is a variable in it unset?): an "
                            "in-memory database keeps nothing a search records; give a file, e.g. "
                            f"{DEFAULT_STORAGE}")
     return parsed
@@ -95,8 +80,8 @@ def make_engine(url: str, *, create: bool = True, read_only: bool = False) -> En
         return create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
         hint = POSTGRES_DRIVER if backend == "postgresql" else "; the store runs on SQLite or PostgreSQL"
-        raise StorageError(f"cannot open storage {safe_url(url)}: no database driver for "
-                           f"'{parsed.drivername}' ({scrub(str(exc), url)}){hint}") from None
+        raise StorageError(f"cannot open storage {redact_url(url)}: no database driver for "
+                           f"'{parsed.drivername}' ({redact_secrets(str(exc), url)}){hint}") from None
 
 
 def _sqlite_events(engine: Engine, read_only: bool) -> None:

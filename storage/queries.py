@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, Select, and_, exists, func, select
 
+from common.urls import redact_url
 from search_space.point import TrialConfig
 from search_space.registry import did_you_mean
 from search_space.result import Failure, TrialResult
 from search_space.space import SearchSpace
-from storage.engine import StorageError, safe_url
+from storage.engine import StorageError
 from storage.models import TRIAL_STATUSES, metrics, studies, trials
 
 TERMINAL = ("complete", "pruned", "failed")
@@ -35,7 +36,7 @@ class UnknownStudy(StorageError):
         if known:
             message = f"unknown study '{name}'{hint}{' ' if hint else '; '}known: {', '.join(sorted(known))}"
         else:
-            message = f"unknown study '{name}'; no studies in {safe_url(url)}"
+            message = f"unknown study '{name}'; no studies in {redact_url(url)}"
         super().__init__(message)
 
 
@@ -252,9 +253,11 @@ class Queries:
             values = connection.execute(
                 select(trials.c.number, metrics.c.name, metrics.c.value)
                 .join(metrics, and_(metrics.c.trial_id == trials.c.id, metrics.c.final))
-                .where(trials.c.study_id == row.id, trials.c.status == "complete")).all()
-            complete = connection.execute(select(trials.c.number).where(
-                trials.c.study_id == row.id, trials.c.status == "complete")).scalars().all()
+                .where(trials.c.study_id == row.id, trials.c.status == "complete",
+                       trials.c.reused_from.is_(None))).all()
+            complete = connection.execute(select(trials.c.number).where(  # a dedup hit: as its original
+                trials.c.study_id == row.id, trials.c.status == "complete",
+                trials.c.reused_from.is_(None))).scalars().all()
         by_number: dict[int, dict[str, float]] = {n: {} for n in complete}
         for number, name, value in values:
             by_number[number][name] = _nan(value)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect
 
-from storage.engine import DEFAULT_STORAGE, StorageError, safe_url
+from common.urls import redact_url
+from storage.engine import DEFAULT_STORAGE, StorageError
 
 # Optuna's RDB storage shares the store's database (optuna.storages._rdb.models; its Alembic
 # keeps `alembic_version`); tests/storage/test_schema.py checks this list against Optuna's models.
@@ -45,12 +46,12 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite dat
 def refuse_non_sqlite(path: Path, url: str) -> None:
     """StorageError for a file that is not a SQLite database (an empty file is a new one)."""
     if path.is_dir():
-        raise StorageError(f"storage {safe_url(url)}: '{path}' is a folder; name a database file in it, "
+        raise StorageError(f"storage {redact_url(url)}: '{path}' is a folder; name a database file in it, "
                            f"e.g. sqlite:///{path / 'results.db'}")
     with path.open("rb") as file:
         head = file.read(len(SQLITE_HEADER))
     if head and head != SQLITE_HEADER:
-        raise StorageError(f"storage {safe_url(url)}: '{path}' is not a SQLite database (another kind of "
+        raise StorageError(f"storage {redact_url(url)}: '{path}' is not a SQLite database (another kind of "
                            "file); nothing was changed. Give the store a search created (default "
                            f"{DEFAULT_STORAGE}) or a file that does not exist yet")
 
@@ -63,7 +64,7 @@ def refuse_foreign(engine: Engine, url: str) -> Owner:
     hint = ("; it looks like MLflow's tracking database, which belongs to --tracking"
             if set(other) >= MLFLOW_TABLES else "")
     shown = ", ".join(other[:6]) + (", ..." if len(other) > 6 else "")
-    raise StorageError(f"storage {safe_url(url)} is not a vlmsearch results store: it holds another "
+    raise StorageError(f"storage {redact_url(url)} is not a vlmsearch results store: it holds another "
                        f"program's tables ({shown}) and none of vlmsearch's{hint}; nothing was changed. "
                        f"Give the store a search created (default {DEFAULT_STORAGE}) or a new file or "
                        "database")

@@ -18,12 +18,13 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from common.processes import STOPPED, recorder_gone, recorder_id
+from common.retry import Backoff
+from common.urls import redact_secrets, redact_url
 from search_space.point import TrialConfig
-from search_space.recorder import STOPPED, recorder_gone, recorder_id
 from search_space.result import TrialResult
-from search_space.retry import Backoff
 from storage import migrate
-from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, safe_url, scrub, sqlite_file, writer
+from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, sqlite_file, writer
 from storage.models import metrics as metric_rows
 from storage.models import studies, trials
 from storage.queries import Queries
@@ -79,7 +80,7 @@ class ResultsStore(Queries):
         # vlmsearch's own store from an older version is brought up to date even by a read
         self.engine = make_engine(url, create=create, read_only=read_only and not behind)
         if self.engine.dialect.name not in ("sqlite", "postgresql"):
-            raise StorageError(f"storage {safe_url(url)}: the results store runs on SQLite or PostgreSQL, "
+            raise StorageError(f"storage {redact_url(url)}: the results store runs on SQLite or PostgreSQL, "
                                f"not {self.engine.dialect.name}")
         upgrade = upgrade and self.holds_results
         self._write = writer(self.engine)
@@ -89,7 +90,7 @@ class ResultsStore(Queries):
         self._finished: dict[int, dict[int, tuple[str, int, str]]] = {}  # what is recorded as done
         self._ranks: dict[int, dict[int, int | None]] = {}  # the ranks last written
         self._spaces: dict[int, Any] = {}
-        self.backoff = Backoff(f"the results store ({safe_url(url)})", log.warning)
+        self.backoff = Backoff(f"the results store ({redact_url(url)})", log.warning)
         with self.guard():
             self.revision = migrate.upgrade(self.engine) if upgrade else None
 
@@ -333,4 +334,5 @@ class _Guard:
             return
         detail = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
         detail = " ".join(line.strip() for line in detail.splitlines() if line.strip())
-        raise StorageError(f"cannot use storage {safe_url(self.url)}: {scrub(detail, self.url)}") from None
+        raise StorageError(f"cannot use storage {redact_url(self.url)}: "
+                           f"{redact_secrets(detail, self.url)}") from None

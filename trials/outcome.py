@@ -47,16 +47,11 @@ class TrialOptions:
 def run_trial(point: TrialConfig, options: TrialOptions | None = None) -> TrialResult:
     """Train and evaluate `point` (a VLM, data-parallel when `options.resources.world_size` > 1),
     or hand it to its evaluator; always a result."""
-    options = options or TrialOptions()
-    if point.trains_vlm and options.resources.world_size > 1:
-        from trials.distributed import train_data_parallel  # ranks: processes of their own
-
-        return train_data_parallel(point, options)
-    if point.trains_vlm:
-        from trials.train import train_vlm
-
-        return train_vlm(point, options)
     from trials.evaluators import evaluator
+
+    options = options or TrialOptions()
+    if point.trains_vlm:  # (the VLM evaluator keeps its own guards: OOM, NaN, ranks)
+        return evaluator(point.evaluator)(point, options)
 
     def failed(reason: FailureReason, message: str) -> TrialResult:
         return TrialResult(point, "failed", 0, failure=Failure(reason, message))

@@ -1,5 +1,6 @@
 """One VLM trial: a design point -> short-budget training -> measured numbers (`TrialResult`).
-Failures never escape (the rules are in `trials.outcome`, whose `run_trial` is re-exported here).
+Failures never escape (the rules are in `trials.outcome`; its `run_trial` reaches this as the `vlm`
+evaluator).
 
 The recipe (precision, micro-batch, checkpointing) comes from the resource model for the device
 the trial got (`trials.recipe`); the optimisation, stage by stage, is `trials.loop`.
@@ -26,13 +27,12 @@ from trials.evaluate import evaluate, evaluate_set, latency_ms, load_evalsets
 from trials.features import FeatureBatches, expert_features
 from trials.loop import Loop, batch_order, warmup_cosine
 from trials.outcome import TrialOptions, finite, guarded
-from trials.outcome import run_trial as run_trial  # the entry point, re-exported
 from trials.parallel import Single
 from trials.recipe import Recipe, plan_recipe
 from trials.vlm.model import VLM, build_vlm
 
-__all__ = ["PeakMemory", "TrialOptions", "batch_order", "default_cache", "device_of", "run_trial",
-           "train_vlm", "warmup_cosine", "with_steps"]
+__all__ = ["PeakMemory", "TrialOptions", "batch_order", "default_cache", "device_of", "train_vlm",
+           "warmup_cosine", "with_steps"]
 
 
 def train_vlm(point: TrialConfig, options: TrialOptions, ranks: Single | None = None) -> TrialResult:

@@ -1,6 +1,7 @@
 """vlmsearch: declarative AutoML for multi-encoder vision-language models.
 
-The public Python API; the command line is `vlmsearch` (see `vlmsearch --help`).
+The public Python API: `run` a search, `trial` one design, `results` and `front` of a study as
+pandas DataFrames, and the space helpers; the command line is `vlmsearch` (`vlmsearch --help`).
 """
 
 from search_space import (
@@ -12,15 +13,21 @@ from search_space import (
     load_point,
     point_cost,
 )
+from vlmsearch.api import SearchFailed, front, results, run, trial
 
 __version__ = "0.1.0"
 __all__ = [
+    "SearchFailed",
     "SearchSpace",
     "SpaceError",
     "TrialConfig",
     "__version__",
     "compile_space",
+    "front",
     "load",
     "load_point",
     "point_cost",
+    "results",
+    "run",
+    "trial",
 ]

@@ -11,7 +11,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from common.urls import redact_secrets, redact_url
 from dashboard.client import DEFAULT_TRACKING
+from search_space.strategies import BACKENDS
 from vlmsearch.search import DEFAULT_STORAGE
 from vlmsearch.summary import describe_errors, summarize
 
@@ -116,16 +118,13 @@ def data(
         out.print(line, markup=False)
 
 
-class Backend(str, enum.Enum):
-    optuna = "optuna"
-    ray = "ray"
-
+Backend = enum.Enum("Backend", {name: name for name in BACKENDS.names()}, type=str)  # --backend
 
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="a search space YAML file"),
     trials: int | None = typer.Option(None, "--trials", min=1, help="finished trials to reach"),
-    backend: Backend | None = typer.Option(None, "--backend", help="optuna or ray"),
+    backend: Backend | None = typer.Option(None, "--backend", help=" or ".join(BACKENDS.names())),
     concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="trials at once"),
     study: str | None = typer.Option(None, "--study", help="study name (default: the space's name)"),
     resume: bool = typer.Option(False, "--resume", help="continue an existing study"),
@@ -175,18 +174,13 @@ STORAGE_HELP = "SQL URL of the results store (default sqlite:///vlmsearch-runs/r
 
 
 def _open_store(url: str):  # -> ResultsStore | None
-    """The store on `url` to read; None when it is a SQLite file that does not exist (nothing is
-    created). A store that cannot be opened exits 2 with one line naming it (never its password)."""
-    from storage import ResultsStore, StorageError, exists
+    """The store on `url` to read (None: not there; nothing is created). A store that cannot be
+    opened exits 2 with one line naming it (never its password)."""
+    from storage import StorageError
+    from vlmsearch.api import read_store
 
     try:
-        if not exists(url):
-            return None
-        store = ResultsStore(url, create=False, read_only=True)
-        if not store.holds_results:  # an empty database (or Optuna's alone): left as it is
-            store.close()
-            return None
-        return store
+        return read_store(url)
     except StorageError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
@@ -195,7 +189,7 @@ def _open_store(url: str):  # -> ResultsStore | None
 @app.command()
 def studies(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP)) -> None:
     """List the studies in the results store, with their trial counts per status."""
-    from storage import StorageError, safe_url
+    from storage import StorageError
     from vlmsearch.results_view import studies_table
 
     store = _open_store(storage)
@@ -208,9 +202,9 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORA
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
     if not found:
-        out.print(f"no studies in {safe_url(storage)}", markup=False)
+        out.print(f"no studies in {redact_url(storage)}", markup=False)
         return
-    out.print(studies_table(found, safe_url(storage)))
+    out.print(studies_table(found, redact_url(storage)))
 
 
 class Format(str, enum.Enum):
@@ -227,7 +221,7 @@ def results(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
 ) -> None:
     """The trials of a study, or only its Pareto front (exit 2 for an unknown study)."""
-    from storage import StorageError, UnknownStudy, safe_url
+    from storage import StorageError, UnknownStudy
     from storage.export import to_json, write_csv
 
     store = _open_store(storage)
@@ -249,7 +243,7 @@ def results(
     else:
         from vlmsearch.results_view import results_table
 
-        where = safe_url(storage)
+        where = redact_url(storage)
         title = (f"Pareto front of '{study}': {len(found)} of {total} trials (hypervolume "
                  f"{front.hypervolume:.4g}) in {where}" if front is not None
                  else f"study '{study}': {len(found)} trials in {where}")
@@ -277,7 +271,7 @@ def sync(
 ) -> None:
     """Log to MLflow what a search could not (tracking was down): replayed from the results store,
     without duplicate runs (exit 2 for an unknown study, 1 when MLflow cannot be reached)."""
-    from dashboard.client import TrackingError, safe_uri, scrub_uri
+    from dashboard.client import TrackingError
     from storage import StorageError, UnknownStudy
     from vlmsearch.sync import sync_study
 
@@ -291,8 +285,8 @@ def sync(
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
     except Exception as exc:  # MLflow unreachable or refusing: nothing in the store changed
-        reason = scrub_uri(f"{type(exc).__name__}: {exc}", tracking).splitlines()[0][:300]
-        err.print(f"MLflow at {safe_uri(tracking)} failed ({reason}); the results store is unchanged: "
+        reason = redact_secrets(f"{type(exc).__name__}: {exc}", tracking).splitlines()[0][:300]
+        err.print(f"MLflow at {redact_url(tracking)} failed ({reason}); the results store is unchanged: "
                   "run `vlmsearch sync` again when MLflow answers", markup=False)
         raise typer.Exit(1) from None
     finally:
@@ -341,14 +335,14 @@ app.add_typer(db, name="db")
 @db.command("upgrade")
 def db_upgrade(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP)) -> None:
     """Migrate the results store to the newest schema (a new store is created)."""
-    from storage import StorageError, safe_url, upgrade_store
+    from storage import StorageError, upgrade_store
 
     try:
         done = upgrade_store(storage)
     except StorageError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
-    where = safe_url(storage)
+    where = redact_url(storage)
     if done.changed:
         out.print(f"{where}: schema upgraded from {done.before or 'empty'} to {done.after} (newest)",
                   markup=False)

@@ -10,11 +10,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from common.processes import STOPPED
+from search_space.events import Front, StudyInfo
 from search_space.point import TrialConfig
-from search_space.recorder import STOPPED
 from search_space.result import TrialResult
 from search_space.space import SearchSpace
-from trials.search.sinks import Front, StudyInfo
 from trials.search.study import ANALYTIC
 
 
@@ -68,17 +68,20 @@ class ProgressView:
 
     def counts(self) -> dict[str, int]:
         """Finished trials by status; `stopped`: those a killed search left (failed, their designs
-        queued again), which do not count towards the requested trials."""
-        out = {"complete": 0, "pruned": 0, "failed": 0, "stopped": 0}
+        queued again), and `reused`: dedup hits (a design the study had), which do not count
+        towards the requested trials."""
+        out = {"complete": 0, "pruned": 0, "failed": 0, "stopped": 0, "reused": 0}
         for result in self.results.values():
             stopped = result.failure is not None and result.failure.message == STOPPED
-            out["stopped" if stopped else result.status] += 1
+            out["stopped" if stopped else "reused" if result.reused_from is not None else result.status] += 1
         return out
 
     def __rich__(self) -> Group:
         counts, elapsed = self.counts(), time.time() - self.start
         done = counts["complete"] + counts["pruned"] + counts["failed"]
         stopped = f"  (+{counts['stopped']} stopped by a kill, run again)" if counts["stopped"] else ""
+        if counts["reused"]:
+            stopped += f"  (+{counts['reused']} designs drawn again, results reused)"
         eta = "-"
         if self.new_finished and done < self.total:
             eta = f"{elapsed / self.new_finished * (self.total - done):.0f} s"

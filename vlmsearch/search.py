@@ -10,7 +10,7 @@ from rich.console import Console
 
 from dashboard.client import DEFAULT_TRACKING
 from search_space.load import Loaded
-from search_space.registry import Registry
+from search_space.strategies import BACKENDS
 
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 
@@ -34,14 +34,17 @@ class SearchOptions:
 
 def make_sqlite_folder(url: str) -> None:
     """Create the directory of a relative or absolute SQLite file (once the input is known good)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    from common.urls import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
     """The search to run; its YAML as stored and logged has no password (URLs show `***`)."""
+    from common.urls import redact_passwords
     from search_space.space import study_name_problem
-    from search_space.yaml_io import redact_passwords
     from trials.search.study import SearchError, SearchSpec
 
     space = loaded.space
@@ -52,7 +55,7 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
                           "direction: maximize}]")
     search = space.search
     backend = options.backend or search.backend
-    if options.ray_address and backend != "ray":
+    if options.ray_address and not BACKENDS.get(backend).joins_cluster:
         raise SearchError(f"--ray-address joins a Ray cluster, but this search runs on backend "
                           f"'{backend}'; add --backend ray (or search.backend: ray in the YAML), or "
                           "leave --ray-address out")
@@ -68,26 +71,11 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
                       steps=options.steps, extra={"ray_address": options.ray_address})
 
 
-def _optuna(spec, sinks, say):
-    from trials.search.optuna_backend import OptunaBackend
-
-    return OptunaBackend(spec, sinks, say)
-
-
-def _ray(spec, sinks, say):
-    from trials.search.ray_backend import RayBackend
-
-    return RayBackend(spec, sinks, say)
-
-
-BACKENDS: Registry = Registry("backend")
-BACKENDS.register("optuna", _optuna, "Optuna ask/tell over an RDB study; trials in worker processes")
-BACKENDS.register("ray", _ray, "Ray Tune with Optuna's sampler; local or a cluster (--ray-address)")
-
-
 def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Console) -> int:
     """Run the search; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
-    from trials.search.sinks import JsonLinesSink, Sinks
+    from search_space.events import Sinks
+    from trials.search.backend import backend_class
+    from trials.search.sinks import JsonLinesSink
     from trials.search.study import SearchError
     from vlmsearch.run_view import ProgressView, pareto_table
 
@@ -101,7 +89,8 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     except SearchError as exc:
         err.print(f"{loaded.source}: {exc}", markup=False)
         return 2
-    local = spec.space.search.backend == "optuna" or not options.ray_address  # trials run here
+    # trials run here, unless they run on the nodes of a cluster this search joins
+    local = not (options.ray_address and BACKENDS.get(spec.space.search.backend).joins_cluster)
     problem = data_problem(loaded.space.data, loaded.space.trains_vlm) or \
         device_problem(options.device, loaded.space.trains_vlm, local) or \
         write_problem(spec.run_dir, spec.storage, tracking)
@@ -115,8 +104,7 @@ def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Consol
     ending = [s for s in (store, tracker) if s is not None]  # told how the search ended
     sinks = Sinks([JsonLinesSink(spec.run_dir / spec.study / "events.jsonl"), *ending, view])
     try:
-        backend = BACKENDS.get(spec.space.search.backend)(spec, sinks,
-                                                         lambda m: err.print(m, markup=False))
+        backend = backend_class(spec.space.search.backend)(spec, sinks, lambda m: err.print(m, markup=False))
         backend.prepare()
         with view:
             state = backend.run()
@@ -162,7 +150,7 @@ def device_problem(device: str, trains_vlm: bool = True, local: bool = True) -> 
 def write_problem(run_dir: Path, storage: str, tracking: str) -> str | None:
     """Why the run folder or a SQLite file (the store's, MLflow's) cannot be written where it is
     named, or None: checked before anything is created."""
-    from search_space.locks import sqlite_path
+    from common.urls import sqlite_path
     from search_space.paths import file_problem, folder_problem
 
     problems = (folder_problem(run_dir, "--run-dir"),

@@ -15,7 +15,7 @@ from search_space.space import Resources
 
 def run_with_progress(point: TrialConfig, steps: int | None, device: str, run_dir: Path,
                       console: Console, resources: Resources | None = None) -> TrialResult:
-    from trials.train import TrialOptions, default_cache, run_trial, with_steps
+    from trials import TrialOptions, default_cache, run_trial, with_steps
 
     resources = resources or Resources()
     if not point.trains_vlm:  # looked up or computed by its evaluator: nothing to show meanwhile

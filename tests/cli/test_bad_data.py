@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trials.test_data import break_records, llava  # noqa: F401 - the fixture
+from tests.trials.data.test_data import break_records, llava  # noqa: F401 - the fixture
 
 SPACE = """\
 # vlmsearch run space.yaml

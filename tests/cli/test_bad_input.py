@@ -1,6 +1,6 @@
 """Bad input to every command: one message that names the problem and the fix, exit 2, no
 traceback, no password, and nothing created (no study, no results database). (A study that
-exists without --resume: tests/trials/test_search.py; a broken LLaVA set: test_bad_data.py.)"""
+exists without --resume: tests/trials/search/test_search.py; a broken LLaVA set: test_bad_data.py.)"""
 
 from __future__ import annotations
 

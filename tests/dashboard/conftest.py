@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.testing import free_port  # noqa: F401 - the dashboard tests' free loopback port
-from tests.trials.search_helpers import SMALL_SPACE
+from tests.trials.search.search_helpers import SMALL_SPACE
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = SMALL_SPACE.replace("search: {trials: 8,", "search: {trials: 6,")

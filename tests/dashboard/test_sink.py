@@ -8,9 +8,9 @@ from typing import Any
 from dashboard.client import open_client
 from dashboard.sink import MlflowSink
 from search_space import parse
+from search_space.events import Front, StudyInfo
 from tests.dashboard.conftest import SPACE
 from tests.dashboard.mlflow_view import logged, sample_results
-from trials.search.sinks import Front, StudyInfo
 
 
 class Flaky:

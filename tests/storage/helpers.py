@@ -8,9 +8,9 @@ import time
 import numpy as np
 
 from search_space import RandomDraw, compile_space, parse
+from search_space.events import StudyInfo
 from search_space.result import Failure, TrialResult
-from tests.trials.search_helpers import SMALL_SPACE
-from trials.search.sinks import StudyInfo
+from tests.trials.search.search_helpers import SMALL_SPACE
 
 SPACE = SMALL_SPACE
 LOADED = parse(SPACE)

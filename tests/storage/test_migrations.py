@@ -14,12 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, Table, insert, inspect, text
 
+from search_space.events import Front
 from storage import ResultsStore, StorageError, upgrade_store
 from storage.engine import make_engine
 from storage.migrate import VERSION_TABLE, current, head, revisions, upgrade
 from storage.models import PREFIX, Base
 from tests.storage.helpers import SPACE, result
-from trials.search.sinks import Front
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from search_space import compile_space, parse, space_cost_range
+from search_space.events import Front, StudyInfo
 from search_space.pareto import study_front
 from storage import ResultsStore
 from tests.storage.helpers import SPACE, result
-from trials.search.sinks import Front, StudyInfo
 
 # three objectives, two constraints: ties (integer tokens) and infeasible trials are common
 THREE = SPACE.replace("  - {metric: visual_tokens, direction: minimize}\n",

@@ -10,13 +10,13 @@ import optuna
 import pytest
 from sqlalchemy import func, select
 
+from search_space.events import Front, Sink, Sinks
 from search_space.pareto import study_front
 from search_space.point import TrialConfig
 from search_space.result import TrialResult
 from storage import ResultsStore, StorageError, UnknownStudy
 from storage.models import metrics, trials
 from tests.storage.helpers import LOADED, info, record, result
-from trials.search.sinks import Front, Sink, Sinks
 
 
 def front_of(results: list) -> Front:

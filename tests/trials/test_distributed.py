@@ -18,14 +18,15 @@ from typing import Any
 import pytest
 
 from search_space import TrialConfig
+from search_space.events import Sinks
 from search_space.space import Resources
-from tests.trials.search_helpers import make_spec
+from tests.trials.search.search_helpers import make_spec
 from tests.trials.test_recipe import point
+from trials import train_vlm
 from trials.distributed import free_port, train_data_parallel
 from trials.outcome import TrialOptions, run_trial
 from trials.parallel import Distributed
-from trials.search.sinks import MemorySink, Sinks
-from trials.train import train_vlm
+from trials.search.sinks import MemorySink
 
 SAME = ("accuracy", "visual_tokens", "positions_used", "trainable_params", "total_params")
 

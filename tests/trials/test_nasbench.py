@@ -11,8 +11,8 @@ from pathlib import Path
 from search_space.load import load
 from search_space.sampling import RandomDraw, compile_space
 from storage import ResultsStore
+from trials import run_trial
 from trials.evaluators.nasbench201 import table
-from trials.train import run_trial
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nasbench201.yaml"
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")

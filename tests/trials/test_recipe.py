@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from search_space import TrialConfig
+from trials import TrialOptions, run_trial
 from trials.cache import FeatureCache
 from trials.conversations import Conversations
 from trials.data import load_benchmark
@@ -16,7 +17,6 @@ from trials.features import expert_features
 from trials.loop import Loop
 from trials.parallel import Single
 from trials.recipe import Recipe
-from trials.train import TrialOptions, run_trial
 from trials.vlm.model import VLM, build_vlm
 
 BASE: dict[str, Any] = {

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from search_space import TrialConfig
+from trials import TrialOptions, run_trial
 from trials.cache import FeatureCache
-from trials.train import TrialOptions, run_trial, warmup_cosine
+from trials.train import warmup_cosine
 from trials.vlm import experts as experts_module
 from trials.vlm.model import VLM
 

@@ -1,7 +1,7 @@
-"""Evaluators of non-VLM designs, keyed by their YAML name (`evaluator:`); the descriptors
-(parameters each reads) are in `search_space.components.EVALUATORS`. The VLM evaluator is
-`trials.train.train_vlm`, reached through `trials.outcome.run_trial` like these. Plugins (entry
-points, see `search_space.plugins`) bring their own `evaluate`."""
+"""Evaluators keyed by their YAML name (`evaluator:`), reached through
+`trials.outcome.run_trial`; the descriptors (whether it trains a VLM, the parameters each
+reads) are in `search_space.components.EVALUATORS`. Plugins (entry points, see
+`search_space.plugins`) bring their own `evaluate`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,19 @@ def _nasbench201(point: Any, options: Any) -> TrialResult:
     return evaluate(point, options)
 
 
+def _vlm(point: Any, options: Any) -> TrialResult:
+    """Train and evaluate the design as a VLM: data-parallel when the trial's resources have
+    several workers (ranks: processes of their own), else in this process."""
+    if options.resources.world_size > 1:
+        from trials.distributed import train_data_parallel
+
+        return train_data_parallel(point, options)
+    from trials.train import train_vlm
+
+    return train_vlm(point, options)
+
+
+EVALUATORS.register("vlm", _vlm, "a short-budget VLM training run")
 EVALUATORS.register("nasbench201", _nasbench201, "NAS-Bench-201 table lookup")
 
 

@@ -9,7 +9,7 @@ Pure Python, no torch. Which function scores which lmms-eval task:
 - scienceqa: `scienceqa_option`, then `choice_accuracy`; any letter choice: `option_letter`.
 - per-question scores to a benchmark score: `mean` (lmms-eval's `mean` aggregation).
 
-tests/trials/test_metrics_parity.py checks every one against lmms-eval's code for exact equality.
+tests/trials/metrics/test_metrics_parity.py checks every one against lmms-eval's code for exact equality.
 """
 
 from trials.metrics.anls import anls, levenshtein

@@ -10,6 +10,7 @@ workers, which hold the trial's resources (`trials.search.ray_train`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,27 +22,23 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy output honours ve
 # A failed trial reports no objective values; the searcher below tells Optuna FAIL for it.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
+import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from common.urls import redact_url
+from search_space.events import Sinks
 from search_space.point import TrialConfig
 from search_space.registry import Registry
 from search_space.result import Failure, TrialResult, result_from_json
-from search_space.sampling import point_parameters
 from search_space.space import Resources
-from trials.search.mo_asha import MOASHA, rungs
-from trials.search.sinks import Sinks
-from trials.search.study import (
-    SearchError,
-    SearchSpec,
-    StudyState,
-    max_steps,
-    objective_values,
-    violations,
-)
+from trials.search.backend import SearchBackend
+from trials.search.mo_asha import MOASHA
+from trials.search.study import SearchError, SearchSpec, StudyState
 
 log = logging.getLogger(__name__)
 STATUS, RESULT, NUMBER, POINT, SETTLED = "vlm_status", "vlm_result", "__number", "__point", "__settled"
@@ -50,14 +47,20 @@ _LIVE: dict[str, RayBackend] = {}  # study -> its backend in this driver; Ray pi
 
 def _transport(result: TrialResult) -> str:
     """A result as JSON for the trip from a worker (or the driver's define) to the callback."""
-    return json.dumps(result.to_json() | {"reused_from": result.reused_from,
-                                          "infeasible": bool(result.failure and result.failure.infeasible)})
+    return json.dumps(result.to_json())
+
+
+_CACHES: dict[Path, Any] = {}  # one feature cache per folder in a worker process, kept across trials
 
 
 def _cache(folder: Path) -> Any:
-    from trials.cache import FeatureCache
+    """The feature cache under `folder`: its memory part serves every trial of this (reused)
+    worker process."""
+    from trials import FeatureCache
 
-    return FeatureCache(folder)
+    if folder not in _CACHES:
+        _CACHES[folder] = FeatureCache(folder)
+    return _CACHES[folder]
 
 
 def _trainable(config: dict[str, Any]) -> None:
@@ -97,32 +100,40 @@ def _data_parallel(point: TrialConfig | None, resources: Resources) -> bool:
 
 
 class _Searcher(OptunaSearch):
-    """Optuna's searcher, telling early-stopped trials PRUNED and failures FAIL (Ray's own tells
-    COMPLETE with the last partial values), with constraint violations where samplers read them."""
+    """Optuna's searcher, ending the search when the backend has its trials (dedup hits do not
+    count), telling results by the backend's one rule (Ray's own tells COMPLETE with the last
+    partial values), and drawing new designs after a restore (not the pickled sampler's)."""
 
     def __init__(self, key: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.key = key
+        self.configs: dict[str, dict[str, Any]] = {}  # Tune trial id -> its config, until told
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        backend = _LIVE[self.key]
+        if backend.drawn_enough():
+            return Searcher.FINISHED
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            self.configs[trial_id] = config
+            backend.live[trial_id] = SETTLED not in config or not json.loads(config[SETTLED])["reused_from"]
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        ot_trial = self._ot_trials[trial_id]
-        status = (result or {}).get(STATUS)
-        space = _LIVE[self.key].spec.space
-        if status == "complete" or (status == "failed" and _infeasible(result)):
-            for i, value in enumerate(violations(space, result)):
-                ot_trial.set_constraint(f"{i}:{space.constraints[i].metric}", value)
-            self._ot_study.tell(ot_trial, objective_values(space, result, infeasible=status != "complete"))
-        elif status == "failed" or error:
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        backend, last = _LIVE[self.key], result or {}
+        backend.live.pop(trial_id, None)
+        config = self.configs.pop(trial_id, None) or last.get("config") or {}
+        if error or (RESULT not in last and POINT not in config):
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
         else:
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            backend.tell(self._ot_study, self._ot_trials[trial_id], backend.result_of(config, last))
         self._completed_trials.add(trial_id)
 
-
-def _infeasible(result: dict[str, Any]) -> bool:
-    return bool(json.loads(result[RESULT]).get("infeasible"))
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self._ot_study.sampler = _LIVE[self.key].sampler(drawn=len(self._ot_study.trials))
 
 
 class _Define:
@@ -151,19 +162,21 @@ class MOASHAScheduler(FIFOScheduler):
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
 
-SchedulerFactory = Callable[[SearchSpec, int], TrialScheduler]
+SchedulerFactory = Callable[["RayBackend"], TrialScheduler]
 SCHEDULERS: Registry[SchedulerFactory] = Registry("early stopping")
-SCHEDULERS.register("none", lambda spec, steps: FIFOScheduler(), "train every trial fully")
-SCHEDULERS.register("mo_asha", lambda spec, steps: MOASHAScheduler(MOASHA(
-    spec.space.objectives, spec.space.search.early_stopping.min_steps,
-    spec.space.search.early_stopping.reduction_factor, steps)), "vlmsearch's MO-ASHA")
+SCHEDULERS.register("none", lambda backend: FIFOScheduler())
+SCHEDULERS.register("mo_asha", lambda backend: MOASHAScheduler(backend.moasha))
 for _kind, _brackets in (("asha", 1), ("hyperband", 3)):
-    SCHEDULERS.register(_kind, lambda spec, steps, b=_brackets: AsyncHyperBandScheduler(
-        time_attr="step", metric=spec.space.objectives[0].metric,
-        mode="max" if spec.space.objectives[0].direction == "maximize" else "min",
-        max_t=steps, grace_period=spec.space.search.early_stopping.min_steps,
-        reduction_factor=spec.space.search.early_stopping.reduction_factor, brackets=b),
-        f"one objective: Ray's async successive halving, {_brackets} bracket(s)")
+    SCHEDULERS.register(_kind, lambda backend, b=_brackets: _async_hyperband(backend, b))
+
+
+def _async_hyperband(backend: RayBackend, brackets: int) -> TrialScheduler:
+    """Ray's async successive halving on the first objective (1 bracket: ASHA)."""
+    stopping, first = backend.spec.space.search.early_stopping, backend.spec.space.objectives[0]
+    return AsyncHyperBandScheduler(time_attr="step", metric=first.metric, max_t=backend.steps,
+                                   mode="max" if first.direction == "maximize" else "min",
+                                   grace_period=stopping.min_steps,
+                                   reduction_factor=stopping.reduction_factor, brackets=brackets)
 
 
 def _last_line(path: str | None) -> str:
@@ -228,17 +241,15 @@ def _release(trial: Any) -> None:
         release_group(trial.last_result or {})
 
 
-class RayBackend:
-    """`prepare()` then `run()`, like the Optuna backend."""
+class RayBackend(SearchBackend):
+    """A Tune experiment per study, kept under the run folder in a folder of its results
+    store (`ray/<store>/<study>`: two stores never share an experiment)."""
 
     def __init__(self, spec: SearchSpec, sinks: Sinks, say: Callable[[str], None] = log.info) -> None:
-        self.spec, self.sinks, self.say = spec, sinks, say
-        self.state = StudyState(spec, sinks)
-        self.steps = max_steps(spec)
-        stopping = spec.space.search.early_stopping
-        self.rungs = rungs(stopping.min_steps, stopping.reduction_factor, self.steps) \
-            if stopping.kind != "none" else []
-        self.path = (spec.run_dir / "ray").resolve()
+        super().__init__(spec, sinks, say)
+        store = hashlib.sha256(redact_url(spec.storage).encode()).hexdigest()[:12]
+        self.path = (spec.run_dir / "ray" / store).resolve()
+        self.live: dict[str, bool] = {}  # Tune trial id -> counts against --trials (not a dedup hit)
         _LIVE[spec.study] = self
 
     def prepare(self) -> None:
@@ -250,6 +261,15 @@ class RayBackend:
         if self.spec.resume and not experiment.exists():
             self.say(f"--resume: study '{self.spec.study}' has not run under {experiment} yet, so it "
                      "starts now (check --study and --run-dir if you meant an earlier one)")
+
+    def drawn_enough(self) -> bool:
+        """Whether the search has its trials (finished or running, dedup hits not counted), or
+        the space has no design left to draw (said once)."""
+        counted = sum(r.reused_from is None for r in self.state.results.values()) + sum(self.live.values())
+        why = self.state.exhausted()
+        if why and not self.live:
+            self.say(why)
+        return counted >= self.spec.trials or (why is not None and not self.live)
 
     def define(self, trial: Any) -> dict[str, Any]:
         """Define-by-run: sample a point; settle duplicates and infeasible points here."""
@@ -268,23 +288,19 @@ class RayBackend:
 
     def result_of(self, config: dict[str, Any], last: dict[str, Any]) -> TrialResult:
         """A finished trial's result from its last report (a final one, or a rung's)."""
-        point = TrialConfig.model_validate_json(config[POINT])
         if RESULT in last:
-            data = json.loads(last[RESULT])
-            result = result_from_json(data, self.spec.space.name)
-            result.reused_from = data.get("reused_from")
-            if data.get("infeasible") and result.failure:
-                result.failure = Failure("invalid", result.failure.message, infeasible=True)
+            result = result_from_json(json.loads(last[RESULT]), self.spec.space.name)
         else:  # stopped by the scheduler at a rung
+            point = TrialConfig.model_validate_json(config[POINT])
             result = TrialResult(point, "pruned", int(last.get("step", 0)), _numbers(last))
-        result.host = last.get("node")
+        result.host = result.host or last.get("node")
         return result
 
     def record(self, number: int, result: TrialResult) -> None:
         result.study, result.number = self.spec.study, number
         self.ledger.parent.mkdir(parents=True, exist_ok=True)
         with self.ledger.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(json.loads(_transport(result)) | {"host": result.host}) + "\n")
+            handle.write(_transport(result) + "\n")
         self.state.finish(result)
 
     def run(self) -> StudyState:
@@ -303,10 +319,14 @@ class RayBackend:
         if self.restoring:
             self.load_history()
         tuner.fit()
-        if len(self.state.results) < self.spec.trials:
+        counted = sum(r.reused_from is None for r in self.state.results.values())
+        if counted < self.spec.trials and not self.state.exhausted():
             # Ray catches Ctrl-C itself, saves the experiment and returns early
             raise KeyboardInterrupt
         return self.state
+
+    def sampler_study(self) -> optuna.Study:
+        return self.searcher._ot_study  # the searcher's in-memory study
 
     def warn_if_too_small(self) -> None:
         """Ray Train waits for a data-parallel trial's resources without end (an autoscaler may
@@ -335,24 +355,15 @@ class RayBackend:
                 data = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a crash
                 continue
-            result = result_from_json(data, self.spec.space.name)
-            result.reused_from, result.host = data.get("reused_from"), data.get("host")
-            if data.get("infeasible") and result.failure:
-                result.failure = Failure("invalid", result.failure.message, infeasible=True)
-            self.state.finish(result)
+            self.state.finish(result_from_json(data, self.spec.space.name))
 
     def tuner(self) -> tune.Tuner:
         space, search = self.spec.space, self.spec.space.search
-        from trials.search.optuna_backend import SAMPLERS
-
-        seeds = [point_parameters(self.state.compiled, s.model_dump(mode="json", exclude_none=True))
-                 for s in search.seed_points]
+        seeds = self.seed_parameters()
         self.searcher = searcher = _Searcher(self.spec.study, space=_Define(self.spec.study),
                              metric=[o.metric for o in space.objectives],
                              mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
-                             sampler=SAMPLERS.get(search.sampler)(self.spec, len(self.state.points),
-                                                                  search.seed),
-                             points_to_evaluate=seeds or None)
+                             sampler=self.sampler(), points_to_evaluate=seeds or None)
         resources = {"cpu": search.resources.cpu, "gpu": search.resources.gpu}
         if space.trains_vlm and _data_parallel(None, search.resources):
             # the trial only waits: its Ray Train workers hold the resources (Tune refuses an
@@ -364,9 +375,10 @@ class RayBackend:
                                     callbacks=[_SinkCallback(self.spec.study)])
         if self.restoring:
             return tune.Tuner.restore(str(self.path / self.spec.study), trainable, resume_errored=True)
-        scheduler = SCHEDULERS.get(search.early_stopping.kind)(self.spec, self.steps)
-        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=self.spec.trials,
-                                      max_concurrent_trials=self.spec.concurrency, scheduler=scheduler)
+        scheduler = SCHEDULERS.get(search.early_stopping.kind)(self)
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=-1,  # the searcher ends it
+                                      max_concurrent_trials=self.spec.concurrency, scheduler=scheduler,
+                                      reuse_actors=True)  # one worker process runs trial after trial
         return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 

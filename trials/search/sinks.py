@@ -1,69 +1,14 @@
-"""Where a search reports: a small protocol, so `trials` never imports storage or dashboard.
-
-The driver calls every sink from one process, in order: study_started, then per trial
-trial_started / trial_intermediate* / trial_finished, and front_updated after each finished
-trial. Sinks must be idempotent on (study, number): a resumed search may report a trial again.
-"""
+"""Two sinks of the search's events (search_space.events): in memory, and a JSON-lines file."""
 
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from search_space.events import Ending, Front, StudyInfo
 from search_space.point import TrialConfig
 from search_space.result import TrialResult
-from search_space.space import SearchSpace
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StudyInfo:
-    name: str
-    space: SearchSpace
-    space_yaml: str
-    settings: dict[str, Any] = field(default_factory=dict)  # backend, sampler, trials, ...
-
-
-@dataclass(frozen=True)
-class Front:
-    """The study's current Pareto front: rank per trial number, and its hypervolume."""
-
-    ranks: dict[int, int | None]
-    hypervolume: float
-    finished: int
-
-    @property
-    def pareto(self) -> list[int]:
-        return sorted(n for n, r in self.ranks.items() if r == 0)
-
-
-class Sink(Protocol):
-    def study_started(self, study: StudyInfo) -> None: ...
-    def trial_started(self, study: str, number: int, point: TrialConfig) -> None: ...
-    def trial_intermediate(self, study: str, number: int, step: int, metrics: dict[str, float]) -> None: ...
-    def trial_finished(self, study: str, result: TrialResult) -> None: ...
-    def front_updated(self, study: str, front: Front) -> None: ...
-
-
-class Sinks:
-    """Fan-out to several sinks; a sink that raises is logged and the search goes on."""
-
-    def __init__(self, sinks: list[Any]) -> None:
-        self.sinks = list(sinks)
-
-    def __getattr__(self, event: str) -> Any:
-        def call(*args: Any) -> None:
-            for sink in self.sinks:
-                try:
-                    getattr(sink, event)(*args)
-                except Exception:  # a sink's failure must not stop the search
-                    log.exception("sink %s failed on %s", type(sink).__name__, event)
-
-        return call
 
 
 class MemorySink:
@@ -89,6 +34,9 @@ class MemorySink:
 
     def front_updated(self, study: str, front: Front) -> None:
         self.front = front
+
+    def study_finished(self, study: str, status: Ending) -> None:
+        self.events.append(("study_finished", (status,)))
 
 
 class JsonLinesSink:
@@ -137,3 +85,6 @@ class JsonLinesSink:
     def front_updated(self, study: str, front: Front) -> None:
         self._write({"event": "front_updated", "study": study, "pareto": front.pareto,
                      "hypervolume": front.hypervolume, "finished": front.finished})
+
+    def study_finished(self, study: str, status: Ending) -> None:
+        self._write({"event": "study_finished", "study": study, "status": status})

@@ -9,15 +9,18 @@ from typing import Any
 
 from search_space.cost import UnknownGeometry, space_cost_range
 from search_space.errors import InvalidDesign
+from search_space.events import Front, Sinks, StudyInfo
 from search_space.pareto import study_front
 from search_space.point import TrialConfig
 from search_space.resources.analytic import assess
 from search_space.result import Failure, TrialResult
 from search_space.sampling import CompiledSpace, OptunaDraw, compile_space
 from search_space.space import SearchSpace
-from trials.search.sinks import Front, Sinks, StudyInfo
+from search_space.strategies import SAMPLERS
 
 ANALYTIC = ("visual_tokens", "positions_used")
+DRAW_LIMIT = 50     # known designs drawn in a row before a search stops drawing
+ENUMERABLE = 20_000  # a finite space up to this size is enumerated to know when all are drawn
 
 
 class SearchError(ValueError):
@@ -103,8 +106,10 @@ class StudyState:
         self.results: dict[int, TrialResult] = {}
         self.bounds = space_cost_range(self.compiled).reference_bounds()
         self.front = Front({}, 0.0, 0)
-        grid = spec.space.search.sampler == "grid"
+        grid = SAMPLERS.get(spec.space.search.sampler).needs_finite_space
         self.points: list[TrialConfig] = list(self.compiled.points()) if grid else []
+        self.repeats = 0  # designs the study had, drawn in a row
+        self._designs: int | None = len({p.config_hash for p in self.points}) if grid else None
 
     def sample(self, trial: Any) -> TrialConfig:
         """The sampler's next design: under the grid sampler an index into every point of the
@@ -122,12 +127,38 @@ class StudyState:
         already completed in this study (its result reused). None: train it."""
         settled = rejected_before_training(self.spec.space, point)
         previous = self.completed_with(point.config_hash) if settled is None else None
+        self.repeats = self.repeats + 1 if previous is not None else 0
         if previous is not None:
             settled = TrialResult(point, "complete", previous.steps, dict(previous.metrics),
                                   reused_from=previous.number)
         if settled is not None:
             settled.study, settled.number = self.spec.study, number
         return settled
+
+    def designs(self) -> int | None:
+        """Distinct designs of the space (config hashes), where it is finite and small enough to
+        enumerate; None otherwise. Counted once, at the first repeat."""
+        if self._designs is None:
+            size = self.compiled.size()
+            if size is None or size > ENUMERABLE:
+                self._designs = -1
+            else:
+                self._designs = len({p.config_hash for p in (self.points or self.compiled.points())})
+        return None if self._designs < 0 else self._designs
+
+    def exhausted(self) -> str | None:
+        """Why the search draws no more (None: it goes on): the study has every design of the
+        space, or the sampler drew only designs the study had, DRAW_LIMIT times in a row."""
+        if not self.repeats and self._designs is None:  # counted at the first repeat, not before
+            return None
+        designs, seen = self.designs(), len({r.config_hash for r in self.results.values()})
+        if designs is not None and seen >= designs:
+            return (f"every design of the space is in study '{self.spec.study}' ({designs}): the search "
+                    "stops short of its trial count")
+        if self.repeats >= DRAW_LIMIT:
+            return (f"the sampler drew {self.repeats} designs in a row that study '{self.spec.study}' "
+                    "already has: the search stops short of its trial count")
+        return None
 
     def finish(self, result: TrialResult) -> None:
         """Record a finished trial, recompute the front, tell the sinks."""
@@ -137,7 +168,8 @@ class StudyState:
         self.sinks.front_updated(self.spec.study, self.front)
 
     def recompute(self) -> None:
-        numbers = sorted(n for n, r in self.results.items() if r.status == "complete")
+        numbers = sorted(n for n, r in self.results.items()  # a repeat is on it as its original
+                         if r.status == "complete" and r.reused_from is None)
         rows = [self.results[n].metrics for n in numbers]
         ranks, volume = study_front(rows, self.spec.space.objectives, self.spec.space.constraints,
                                     self.bounds)

@@ -14,6 +14,7 @@ STOPPED = "the search recording it stopped before the trial finished (interrupte
 
 
 def recorder_id() -> str:
+    """This process as a recorder: `host:pid` (what `recorder_gone` and `recorder_alive` read)."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -26,6 +27,7 @@ def _local_pid(recorded_by: str | None) -> int | None:
 
 
 def _exists(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 sends nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

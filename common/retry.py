@@ -35,6 +35,7 @@ class Backoff:
         self.first_s, self.cap_s, self.limit_s = first_s, cap_s, limit_s
 
     def call(self, fn: Callable[[], T]) -> T:
+        """fn()'s value, once it succeeds; a lasting or non-transient error is raised."""
         delay, began = self.first_s, time.monotonic()
         while True:
             try:
@@ -54,4 +55,5 @@ class Backoff:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The error's first line (its type when it has no text), short enough for one log line."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

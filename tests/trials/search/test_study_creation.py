@@ -14,9 +14,9 @@ from tests.at_once import START, run_at_once
 OPEN = f"""\
 import sys
 from pathlib import Path
-from tests.trials.search_helpers import SMALL_SPACE, make_spec
+from tests.trials.search.search_helpers import SMALL_SPACE, make_spec
 from trials.search.optuna_backend import OptunaBackend
-from trials.search.sinks import Sinks
+from search_space.events import Sinks
 database, folder = sys.argv[2], Path(sys.argv[3])
 backend = OptunaBackend(make_spec(folder, SMALL_SPACE, storage=database, resume=True), Sinks([]))
 {START}

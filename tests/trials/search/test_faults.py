@@ -8,9 +8,10 @@ from pathlib import Path
 
 import optuna
 
-from tests.trials.search_helpers import make_spec
+from search_space.events import Sinks
+from tests.trials.search.search_helpers import make_spec
 from trials.search.optuna_backend import OptunaBackend
-from trials.search.sinks import MemorySink, Sinks
+from trials.search.sinks import MemorySink
 
 # lr 1e9 with clipping off makes the loss non-finite within a few steps: a real NaN, not a mock
 NAN_SPACE = """\

@@ -1,6 +1,6 @@
 """Taking turns on a local file: tools that create a new SQLite database (Optuna's tables, MLflow's
 migrations) are not safe when two processes do it at once, so the processes that open one take a
-lock file beside it first."""
+lock file beside it first (the file of a URL: `common.urls.sqlite_path`)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL (`sqlite:///path`, any SQLite driver); None for other URLs, for
-    in-memory databases and for what is not a database URL at all (an MLflow `databricks`)."""
-    from sqlalchemy.engine import make_url  # (only where a URL is opened: not at start-up)
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).expanduser()
 
 
 @contextmanager

@@ -8,17 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
 import pytest
-import ray
 
-from tests.trials.search_helpers import make_spec
-from trials.search.ray_backend import RayBackend
-from trials.search.sinks import MemorySink, Sinks
-from trials.search.study import SearchError, SearchSpec
+from tests.trials.search.search_helpers import make_spec
+from trials.search.study import SearchSpec
 
 pytestmark = pytest.mark.xdist_group("ray")  # one Ray test at a time (each starts a local cluster)
 
@@ -51,37 +46,6 @@ search: {backend: ray, trials: 6, concurrency: 2, seed: 1,
 
 def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:
     return make_spec(tmp_path, text, **changes)
-
-
-@pytest.fixture
-def local_ray() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_local_search_multi_objective_mo_asha(tmp_path: Path, local_ray: None) -> None:
-    memory = MemorySink()
-    backend = RayBackend(spec(tmp_path), Sinks([memory]))
-    backend.prepare()
-    state = backend.run()
-    assert sorted(state.results) == list(range(6))
-    statuses = [r.status for r in state.results.values()]
-    assert "pruned" in statuses and "complete" in statuses, statuses
-    invalid = state.results[0]  # the seed point interleaves unequal grids: settled, not trained
-    assert invalid.status == "failed" and invalid.failure.reason == "invalid" and invalid.steps == 0
-    told = {t.number: t.state for t in backend.searcher._ot_study.trials}
-    for number, result in state.results.items():
-        if result.status == "pruned":
-            assert result.steps == 4 and told[number] == optuna.trial.TrialState.PRUNED
-        elif result.status == "failed":  # infeasible points are known to the sampler as such
-            expected = "COMPLETE" if result.failure.infeasible else "FAIL"
-            assert told[number] == getattr(optuna.trial.TrialState, expected), result.failure
-        elif result.status == "complete":
-            assert told[number] == optuna.trial.TrialState.COMPLETE and result.steps == 12
-    assert memory.front is not None and memory.front.finished == 6
-    with pytest.raises(SearchError, match="add --resume"):
-        RayBackend(spec(tmp_path), Sinks([])).prepare()
 
 
 def test_ctrl_c_exits_130_and_resume_finishes_each_trial_once(tmp_path: Path) -> None:

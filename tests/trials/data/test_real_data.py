@@ -18,7 +18,7 @@ from search_space.point import TrialConfig
 from tests.chat_models import save_qwen2
 from tests.evalfiles import write_mmbench, write_pope, write_vqav2
 from tests.llava_files import write_llava_set
-from trials.train import TrialOptions, run_trial
+from trials import TrialOptions, run_trial
 
 pytestmark = pytest.mark.slow
 

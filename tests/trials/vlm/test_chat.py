@@ -10,9 +10,9 @@ import torch
 
 from search_space.point import TrialConfig
 from tests.chat_models import save_llama3, save_qwen2
+from trials import TrialOptions, run_trial
 from trials.conversations import Conversations, text_budget
 from trials.data.base import ChatDataset
-from trials.train import TrialOptions, run_trial
 from trials.vlm.chat import IGNORE, ChatFormat
 from trials.vlm.lm import IMAGE_TOKEN, _pretrained, word_tokenizer
 from trials.vlm.model import build_vlm

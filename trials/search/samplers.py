@@ -1,0 +1,62 @@
+"""Optuna's side of the strategies named in `search_space.strategies`: a sampler factory per
+`search.sampler` (both backends draw with Optuna's samplers) and a pruner per
+`search.early_stopping.kind` (the Optuna backend's; Ray has schedulers instead)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search_space.registry import Registry
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# (trials requested, the grid's size, the seed) -> sampler
+SamplerFactory = Callable[[int, int, "int | None"], optuna.samplers.BaseSampler]
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+
+
+def _startup(trials: int) -> int:
+    """Random draws before a model-based sampler models: a third of the search, 2 to 10."""
+    return min(10, max(2, trials // 3))
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is used up: that raises
+    outside `optimize` (this driver asks and tells), and the driver stops by its own count."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        return None
+
+
+SAMPLERS.register("tpe", lambda trials, _, seed: optuna.samplers.TPESampler(
+    seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=_startup(trials)))
+SAMPLERS.register("nsga2", lambda trials, _, seed: optuna.samplers.NSGAIISampler(
+    seed=seed, population_size=max(4, min(50, trials // 3))))
+SAMPLERS.register("random", lambda trials, _, seed: optuna.samplers.RandomSampler(seed=seed))
+SAMPLERS.register("gp", lambda trials, _, seed: optuna.samplers.GPSampler(
+    seed=seed, n_startup_trials=_startup(trials)))
+SAMPLERS.register("grid", lambda trials, size, seed: GridSampler({"point": list(range(size))}, seed=seed))
+
+
+def drawing_seed(seed: int | None, drawn: int) -> int | None:
+    """The sampler's seed once the study holds `drawn` trials: the search's own seed at the start
+    (a search stays reproducible), another one derived from it on a resume, so a resumed search
+    does not draw its first designs again."""
+    return None if seed is None else (seed + drawn * 0x9E3779B1) % 2**32
+
+
+# (min_steps, reduction_factor, the longest budget) -> pruner
+PrunerFactory = Callable[[int, int, int], optuna.pruners.BasePruner]
+PRUNERS: Registry[PrunerFactory] = Registry("early stopping")
+PRUNERS.register("none", lambda low, factor, steps: optuna.pruners.NopPruner())
+PRUNERS.register("mo_asha", lambda low, factor, steps: optuna.pruners.NopPruner())  # MO-ASHA decides
+PRUNERS.register("asha", lambda low, factor, steps: optuna.pruners.SuccessiveHalvingPruner(
+    min_resource=low, reduction_factor=factor))
+PRUNERS.register("hyperband", lambda low, factor, steps: optuna.pruners.HyperbandPruner(
+    min_resource=low, max_resource=steps, reduction_factor=factor))
