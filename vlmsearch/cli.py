@@ -159,6 +159,9 @@ class Listing(str, enum.Enum):
     projectors = "projectors"
     presets = "presets"
     evaluators = "evaluators"
+    backends = "backends"
+    samplers = "samplers"
+    early_stopping = "early_stopping"
 
 
 @app.command("list")

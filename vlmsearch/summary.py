@@ -10,6 +10,7 @@ from search_space.load import Loaded
 from search_space.point import TrialConfig
 from search_space.presets import FAMILIES, LM_PRESETS, PRESETS
 from search_space.sampling import CompiledSpace, compile_space
+from search_space.strategies import BACKENDS, EARLY_STOPPING, SAMPLERS
 from vlmsearch.resources_view import point_lines, space_lines
 
 
@@ -95,7 +96,8 @@ def _presets() -> list[str]:
 def registry_lines(what: str) -> list[str]:
     """One line per registry entry: name, then what it is."""
     registries = {"experts": FAMILIES, "fusions": FUSIONS, "positions": POSITIONS,
-                  "projectors": PROJECTORS, "metrics": METRICS, "evaluators": EVALUATORS}
+                  "projectors": PROJECTORS, "metrics": METRICS, "evaluators": EVALUATORS,
+                  "backends": BACKENDS, "samplers": SAMPLERS, "early_stopping": EARLY_STOPPING}
     if what == "presets":
         return _presets()
     registry = registries[what]

@@ -55,6 +55,20 @@ def test_dedup_hits_do_not_count_and_a_used_up_space_stops(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_grid_stops_at_its_last_point_without_repeating_one(
+        tmp_path: Path, plugin_env: dict[str, str], backend: str) -> None:  # noqa: F811
+    write_space(tmp_path, name="grid", xs="[0, 1, 2]", trials=5, sampler="grid", backend=backend)
+    done = vlmsearch(tmp_path, plugin_env, "run", "space.yaml", "--tracking", "none", "--concurrency", "1")
+    assert done.returncode == 0, done.stderr
+    assert "every design of the space is in study 'grid' (3)" in done.stderr
+    assert "GridSampler" not in done.stderr  # (Optuna warned of re-evaluating an exhausted grid)
+    trials = stored(tmp_path, plugin_env, "grid")
+    assert sorted(t["config"]["parameters"]["x"] for t in trials) == [0, 1, 2]
+    assert all(t["reused_from"] is None for t in trials)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_then_resume_ends_with_as_many_distinct_designs_as_trials(
         tmp_path: Path, plugin_env: dict[str, str], backend: str) -> None:  # noqa: F811
     write_space(tmp_path, name="killed", xs=str(list(range(64))), trials=8, sampler="random", backend=backend)
