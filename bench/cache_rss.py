@@ -82,11 +82,8 @@ def phase(args: argparse.Namespace) -> dict[str, object]:
     """One trial in this process; what it cost in host memory and time."""
     import torch
 
-    from search_space import TrialConfig
-    from search_space.point import DataConfig
-    from trials import TrialOptions, run_trial
-    from trials.cache import FeatureCache
-    from trials.data import load_benchmark
+    from search_space import DataConfig, TrialConfig
+    from trials import FeatureCache, TrialOptions, load_benchmark, run_trial
 
     torch.set_num_threads(args.threads)
     load_benchmark(DataConfig(train_size=6, eval_size=6))  # imports and tables every trial pays once

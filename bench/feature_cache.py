@@ -20,8 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from search_space import TrialConfig
-from trials import TrialOptions, run_trial
-from trials.cache import FeatureCache
+from trials import FeatureCache, TrialOptions, run_trial
 
 POINT = {
     "name": "bench-3-experts",

@@ -45,11 +45,8 @@ from transformers import (
     SamVisionModel,
 )
 
-from search_space import load_point
-from search_space.yaml_io import dump_yaml
-from trials import TrialOptions, run_trial
-from trials.cache import FeatureCache
-from trials.vlm.lm import word_tokenizer
+from search_space import dump_yaml, load_point
+from trials import FeatureCache, TrialOptions, run_trial, word_tokenizer
 
 transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per model otherwise
 
@@ -170,9 +167,7 @@ def device_profile(device: str) -> str:
 
 def paper_scale(args: argparse.Namespace) -> None:
     """The 7B mousi design with random weights: the resource model against the real step."""
-    from search_space.resources.analytic import point_estimate
-    from search_space.resources.devices import DEVICE_PROFILES, GB
-    from search_space.space import Resources
+    from search_space import DEVICE_PROFILES, GB, Resources, point_estimate
 
     point, _ = load_point(Path(__file__).resolve().parents[1] / "examples/papers/mousi.yaml")
     data = {"benchmark": "probe", "train_size": max(64, args.steps * args.batch), "eval_size": 16,

@@ -41,7 +41,7 @@ PHASES = ("json", "build", "load", "all", "train")
 
 
 def data_config(path: Path, train_size: int) -> Any:
-    from search_space.point import DataConfig
+    from search_space import DataConfig
 
     return DataConfig.model_validate({"benchmark": "llava", "path": str(path), "image_folder":
                                       str(path.parent / "images"), "train_size": train_size,
@@ -63,7 +63,7 @@ def _json(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace) -> dict[str, Any]:
-    from trials.data.records import read_records
+    from trials import read_records
 
     with PeakRSS() as rss:
         table = read_records(Path(args.file))
@@ -72,7 +72,7 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace, train_size: int) -> dict[str, Any]:
-    from trials.data.llava import load_llava
+    from trials import load_llava
 
     with PeakRSS() as rss:
         train, evaluation = load_llava(data_config(Path(args.file), train_size))
@@ -85,8 +85,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from search_space import TrialConfig
-    from trials import TrialOptions, run_trial
-    from trials.cache import FeatureCache
+    from trials import FeatureCache, TrialOptions, run_trial
 
     torch.set_num_threads(2)
     point = TrialConfig.model_validate(point_dict(Path(args.file), args.train_size, args.steps))
@@ -111,7 +110,7 @@ def phase(args: argparse.Namespace) -> dict[str, Any]:
     import datasets  # noqa: F401 - imports every phase pays, before it is measured
     import pyarrow.compute  # noqa: F401
 
-    import trials.data  # noqa: F401
+    from trials import load_benchmark  # noqa: F401 - trials.data and its loaders
 
     start, before = time.perf_counter(), resident()
     found = RUNS[args.phase](args)

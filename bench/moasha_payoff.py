@@ -22,13 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from search_space import RandomDraw, compile_space, load
-from search_space.events import Sinks
-from search_space.space import EarlyStopping
-from trials import TrialOptions, run_trial
-from trials.cache import FeatureCache
-from trials.search.optuna_backend import OptunaBackend
-from trials.search.study import SearchSpec
+from search_space import EarlyStopping, RandomDraw, Sinks, compile_space, load
+from trials import FeatureCache, OptunaBackend, SearchSpec, TrialOptions, run_trial
 
 
 def warm_cache(space, cache_dir: Path, draws: int = 200) -> int:

@@ -47,10 +47,10 @@ TARGET = 0.95
 
 def true_table(dataset: str) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """Mean accuracy (fraction) and latency (ms) of every cell, keyed by its 6-digit op index."""
-    from search_space.components import NB201_OPS
-    from trials.evaluators.nasbench201 import table
+    from search_space import NB201_OPS
+    from trials import nasbench201_table
 
-    bench = table(dataset)
+    bench = nasbench201_table(dataset)
     means = {}
     for key, values in bench._dataset.items():
         means[key] = (float(np.mean(values["val_acc"])) / 100.0, float(np.mean(values["latency"])) * 1000.0)
@@ -63,7 +63,7 @@ def minimized(points: list[tuple[float, float]]) -> np.ndarray:
 
 class Scorer:
     def __init__(self, dataset: str) -> None:
-        from search_space.pareto import hypervolume
+        from search_space import hypervolume
 
         self.hv = hypervolume
         self.means, self.ops = true_table(dataset)
@@ -80,7 +80,7 @@ class Scorer:
 
 
 def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
-    from trials.search.study import SearchSpec
+    from trials import SearchSpec
 
     sampler = "tpe" if method in ("defaults", "tpe") else method
     space = loaded.space.model_copy(update={"search": loaded.space.search.model_copy(
@@ -92,21 +92,19 @@ def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
 def sampler_of(method: str, spec):
     import optuna
 
-    from trials.search.samplers import SAMPLERS
+    from trials import OPTUNA_SAMPLERS
 
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=spec.space.search.seed)
-    return SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, spec.space.search.seed)
+    return OPTUNA_SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, spec.space.search.seed)
 
 
 def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> dict:
     """One search; the ratio after each trial and the seconds it took."""
     import optuna
 
-    from search_space.events import Sinks
-    from search_space.sampling import OptunaDraw
-    from trials import run_trial
-    from trials.search.study import StudyState, objective_values
+    from search_space import OptunaDraw, Sinks
+    from trials import StudyState, objective_values, run_trial
 
     spec = spec_for(loaded, method, seed, trials, Path("."))
     state = StudyState(spec, Sinks([]))
@@ -196,7 +194,7 @@ def main() -> None:
 
     import optuna
 
-    from search_space.load import load
+    from search_space import load
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     loaded = load(args.space)

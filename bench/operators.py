@@ -18,9 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from search_space import TrialConfig, load_point, point_cost
-from search_space.fusions import FUSIONS
-from trials.vlm.model import build_vlm
+from search_space import FUSIONS, TrialConfig, load_point, point_cost
+from trials import build_vlm
 
 PARAMS = {"cross_attention": {"heads": 1}, "resampler": {"queries": 16}, "sva": {"queries": 16}}
 

@@ -25,10 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from scipy.stats import kendalltau, spearmanr
 
-from search_space import RandomDraw, compile_space, load
-from search_space.point import TrialConfig
-from trials import TrialOptions, run_trial
-from trials.cache import FeatureCache
+from search_space import RandomDraw, TrialConfig, compile_space, load
+from trials import FeatureCache, TrialOptions, run_trial
 
 
 def pick_designs(space_path: str, count: int, lr: float) -> list[TrialConfig]:

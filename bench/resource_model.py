@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers
 
 from search_space import TrialConfig, load_point
-from trials.resource_check import SMALL, measure, predict
+from trials import SMALL_DESIGNS, measure_step, predict_step
 
 transformers.utils.logging.set_verbosity_error()
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ TEXT_TOKENS = 48
 
 def _row(name: str, point: TrialConfig, on_cpu: bool) -> str:
     start = time.perf_counter()
-    m, p = measure(point, TEXT_TOKENS, on_cpu=on_cpu), predict(point, TEXT_TOKENS)
+    m, p = measure_step(point, TEXT_TOKENS, on_cpu=on_cpu), predict_step(point, TEXT_TOKENS)
     params = "exact" if (m.trainable, m.total) == (p.trainable, p.total) else (
         f"{m.total}/{p.total}")
     saved = f"{m.saved / p.saved:.3f}" if m.saved is not None else "-"
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two paper designs, two small ones")
     args = parser.parse_args()
     papers = sorted((ROOT / "examples" / "papers").glob("*.yaml"))
-    small = list(SMALL)
+    small = list(SMALL_DESIGNS)
     if args.quick:
         papers, small = papers[:2], small[:2]
     print(f"text tokens per sample: {TEXT_TOKENS} (plus the visual tokens)")
@@ -59,7 +59,7 @@ def main() -> None:
         print(_row(path.stem, load_point(path)[0], on_cpu=False), flush=True)
     for name in small:
         point = TrialConfig.model_validate({"name": name, "data": {"image_size": 96},
-                                            "train": {"batch_size": 4}, **SMALL[name]})
+                                            "train": {"batch_size": 4}, **SMALL_DESIGNS[name]})
         print(_row(f"small: {name}", point, on_cpu=True), flush=True)
 
 

@@ -72,9 +72,8 @@ def designs(text: str, n: int) -> list:
 
 
 def search_spec(text: str, points: list, root: Path, study: str) -> Any:
-    from search_space import parse
-    from search_space.space import SeedPoint
-    from trials.search.study import SearchSpec
+    from search_space import SeedPoint, parse
+    from trials import SearchSpec
 
     space = parse(text).space
     seeds = [{k: v for k, v in p.canonical().items() if k in ("experts", "fusion", "positions", "train")}
@@ -125,18 +124,18 @@ def bare_loop(points: list, root: Path) -> tuple[float, list[float], list[float]
 
 def run_backend(name: str, spec: Any, threads: int) -> tuple[float, float, Clock]:
     """Total seconds (Ray's start included), the time before the backend's own start, the clock."""
-    from search_space.events import Sinks
+    from search_space import Sinks
 
     clock = Clock()
     begin = time.perf_counter()
     if name == "ray":
         import ray
 
-        from trials.search.ray_backend import RayBackend as Backend
+        from trials import RayBackend as Backend
         ray.init(num_cpus=max(2, threads), include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING")
     else:
-        from trials.search.optuna_backend import OptunaBackend as Backend
+        from trials import OptunaBackend as Backend
     runner = Backend(spec, Sinks([clock]))
     runner.prepare()
     runner.run()

@@ -25,11 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from search_space import RandomDraw, compile_space, parse
-from search_space.pareto import study_front
-from search_space.result import TrialResult
-from storage import ResultsStore
-from storage.export import to_json
+from search_space import RandomDraw, TrialResult, compile_space, parse, study_front
+from storage import ResultsStore, to_json
 from storage.testing import LocalPostgres, create_database, drop_database
 
 SPACE = """\

@@ -37,18 +37,34 @@ from typing import Any
 
 import numpy as np
 
-from common.processes import recorder_id
-from dashboard import layout
-from dashboard.client import artifact_root, open_client
-from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
-from dashboard.server import DashboardError, start_server, stop_server, wait_until_up
-from dashboard.tracker import StudyTracker
-from search_space import InvalidDesign, compile_space, parse, point_cost, space_cost_range
-from search_space.cost import UnknownGeometry
-from search_space.pareto import feasible, study_front
-from search_space.result import TrialResult
-from search_space.sampling import RandomDraw
-from search_space.yaml_io import dump_yaml
+from common import recorder_id
+from dashboard import (
+    DashboardError,
+    Design,
+    StudyTracker,
+    artifact_root,
+    layout,
+    open_client,
+    pareto_csv,
+    pareto_html,
+    pareto_png,
+    start_server,
+    stop_server,
+    wait_until_up,
+)
+from search_space import (
+    InvalidDesign,
+    RandomDraw,
+    TrialResult,
+    UnknownGeometry,
+    compile_space,
+    dump_yaml,
+    feasible,
+    parse,
+    point_cost,
+    space_cost_range,
+    study_front,
+)
 from storage.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,7 @@ import logging
 import os
 from urllib.parse import urlsplit
 
-from common.locks import one_at_a_time
-from common.urls import redact_url, sqlite_path
+from common import one_at_a_time, redact_url, sqlite_path
 
 DEFAULT_TRACKING = "sqlite:///vlmsearch-runs/mlflow.db"
 OFF = ("none", "off", "")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from common.urls import redact_url, sqlite_path
+from common import redact_url, sqlite_path
 from dashboard import layout
 from dashboard.client import TrackingError, check_uri, is_remote, open_client
 from dashboard.hosts import LOOPBACK, allowed_hosts, machine_names
@@ -80,7 +80,7 @@ def find_studies(uri: str, only: str | None = None) -> list[FoundStudy]:
         found.append(FoundStudy(study, experiment.experiment_id, parents[0].info.run_id if parents else None,
                                 experiment.tags.get(layout.FIRST_OBJECTIVE, "")))
     if only is not None and not found:
-        from search_space.registry import did_you_mean
+        from search_space import did_you_mean
 
         names = [e.tags.get(layout.STUDY) for e in client.search_experiments()]
         known = sorted(n for n in names if n)

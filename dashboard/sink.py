@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from common.urls import redact_secrets, redact_url
+from common import redact_secrets, redact_url
 from dashboard.client import DEFAULT_TRACKING, open_client
 from dashboard.tracker import StudyTracker
-from search_space.result import TrialResult
+from search_space import Ending, Front, StudyInfo, TrialConfig, TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ class MlflowSink:
 
     # ---- sink events -----------------------------------------------------------------------
 
-    def study_started(self, study: Any) -> None:
+    def study_started(self, study: StudyInfo) -> None:
         self.study = study
         self._attempt()
 
-    def trial_started(self, study: str, number: int, point: Any) -> None:
+    def trial_started(self, study: str, number: int, point: TrialConfig) -> None:
         self.started[number] = point
         self.unlogged_starts.add(number)
         self._attempt()
@@ -79,11 +79,11 @@ class MlflowSink:
         self.unlogged_finishes.add(number)
         self._attempt()
 
-    def front_updated(self, study: str, front: Any) -> None:
+    def front_updated(self, study: str, front: Front) -> None:
         self.front, self.front_unlogged = front, True
         self._attempt()
 
-    def study_finished(self, study: str, status: str = "finished") -> None:
+    def study_finished(self, study: str, status: Ending = "finished") -> None:
         """Not a sink event: the search ended. One last try (back-off or not), then the parent run
         ends; what is still unlogged is named with the command that logs it."""
         self.retry_at = 0.0

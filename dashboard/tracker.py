@@ -22,15 +22,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common.locks import one_at_a_time
-from common.processes import STOPPED, recorder_gone, recorder_id
-from common.urls import sqlite_path
+from common import STOPPED, one_at_a_time, recorder_gone, recorder_id, sqlite_path
 from dashboard import layout
 from dashboard.client import artifact_root
 from dashboard.plots import Design, pareto_csv, pareto_html, pareto_png
-from search_space.pareto import feasible
-from search_space.result import TrialResult
-from search_space.yaml_io import dump_yaml
+from search_space import TrialResult, dump_yaml, feasible
 
 PLOT_EVERY_S = 30.0  # front files during a search at most this often (and always at its end)
 

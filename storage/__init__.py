@@ -1,13 +1,18 @@
 """The SQL results store: SQLite by default, PostgreSQL for clusters; Alembic migrations; the
-sink that records a search; queries (studies, trials, the Pareto front) and CSV/JSON export."""
+sink that records a search; queries (studies, trials, the Pareto front) and CSV/JSON export.
+(`storage.testing`, a throwaway PostgreSQL server for tests and benchmarks, is a surface apart.)"""
 
 from storage.engine import DEFAULT_STORAGE, StorageError, exists
+from storage.export import metric_columns, to_json, write_csv
 from storage.migrate import Upgrade
-from storage.queries import ParetoFront, StoredTrial, StudySummary, UnknownStudy
+from storage.models import TRIAL_STATUSES
+from storage.queries import TERMINAL, ParetoFront, StoredTrial, StudySummary, UnknownStudy
 from storage.store import ResultsStore, upgrade_store
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "TERMINAL",
+    "TRIAL_STATUSES",
     "ParetoFront",
     "ResultsStore",
     "StorageError",
@@ -16,5 +21,8 @@ __all__ = [
     "UnknownStudy",
     "Upgrade",
     "exists",
+    "metric_columns",
+    "to_json",
     "upgrade_store",
+    "write_csv",
 ]

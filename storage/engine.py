@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import NoSuchModuleError
 
-from common.urls import database_url, is_sqlite, redact_secrets, redact_url, sqlite_path, unencoded_at
+from common import database_url, is_sqlite, redact_secrets, redact_url, sqlite_path, unencoded_at
 
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 WRITE = "vlmsearch_write"  # execution option: this transaction will write (SQLite: BEGIN IMMEDIATE)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import IO
 
-from search_space.result import METRIC_ORDER
+from search_space import METRIC_ORDER
 from storage.queries import StoredTrial
 
 FIELDS = ("study", "number", "status", "steps", "pareto_rank", "config_hash", "failure_reason",

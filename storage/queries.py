@@ -15,11 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, Select, and_, exists, func, select
 
-from common.urls import redact_url
-from search_space.point import TrialConfig
-from search_space.registry import did_you_mean
-from search_space.result import Failure, TrialResult
-from search_space.space import SearchSpace
+from common import redact_url
+from search_space import Failure, SearchSpace, TrialConfig, TrialResult, did_you_mean
 from storage.engine import StorageError
 from storage.models import TRIAL_STATUSES, metrics, studies, trials
 
@@ -265,8 +262,7 @@ class Queries:
 
     def _frame(self, study: str) -> tuple[Any, dict[str, float]]:
         """The study's space and its hypervolume reference bounds, as the search computes them."""
-        from search_space.cost import space_cost_range
-        from search_space.sampling import compile_space
+        from search_space import compile_space, space_cost_range
 
         space = self.space(study)
         return space, space_cost_range(compile_space(space)).reference_bounds()
@@ -313,7 +309,7 @@ def _final(name: str, condition: Any) -> Any:
 def _front(space: Any, bounds: Mapping[str, float], by_number: Mapping[int, Mapping[str, float]]
            ) -> tuple[dict[int, int | None], float]:
     """Ranks and hypervolume of these complete trials' final metrics, as the search computes them."""
-    from search_space.pareto import study_front
+    from search_space import study_front
 
     numbers = sorted(by_number)
     ranks, volume = study_front([by_number[n] for n in numbers], space.objectives, space.constraints,

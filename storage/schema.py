@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect
 
-from common.urls import redact_url
+from common import redact_url
 from storage.engine import DEFAULT_STORAGE, StorageError
 
 # Optuna's RDB storage shares the store's database (optuna.storages._rdb.models; its Alembic

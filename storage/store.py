@@ -18,11 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from common.processes import STOPPED, recorder_gone, recorder_id
-from common.retry import Backoff
-from common.urls import redact_secrets, redact_url
-from search_space.point import TrialConfig
-from search_space.result import TrialResult
+from common import STOPPED, Backoff, recorder_gone, recorder_id, redact_secrets, redact_url
+from search_space import Ending, Front, StudyInfo, TrialConfig, TrialResult
 from storage import migrate
 from storage.engine import DEFAULT_STORAGE, StorageError, make_engine, sqlite_file, writer
 from storage.models import metrics as metric_rows
@@ -114,7 +111,7 @@ class ResultsStore(Queries):
     # ---- sink events ------------------------------------------------------------------------
 
     @_waits
-    def study_started(self, study: Any) -> None:
+    def study_started(self, study: StudyInfo) -> None:
         """`study`: a `StudyInfo` (name, space_yaml, settings)."""
         now = utcnow()
         with self._write.begin() as connection:
@@ -197,7 +194,7 @@ class ResultsStore(Queries):
         self._ranks.setdefault(study_id, {})[number] = result.pareto_rank
 
     @_waits
-    def front_updated(self, study: str, front: Any) -> None:
+    def front_updated(self, study: str, front: Front) -> None:
         """`front`: ranks per trial number (None: infeasible), hypervolume, finished count. Writes
         only the ranks that changed."""
         study_id = self._study_id(study)
@@ -218,7 +215,7 @@ class ResultsStore(Queries):
         known.update(changed)
 
     @_waits
-    def study_finished(self, study: str, status: str = "finished") -> None:
+    def study_finished(self, study: str, status: Ending = "finished") -> None:
         """Not a sink event: the caller of the search says how it ended (finished, interrupted).
         Trials this process recorded as running are failed (the search re-queues them itself)."""
         study_id, now = self._study_id(study), utcnow()

@@ -4,6 +4,7 @@
         url = server.create_database("t1")   # postgresql+psycopg://postgres@127.0.0.1:PORT/t1
 
 PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user (`runuser`).
+A public surface of its own (not re-exported by `storage`): test infrastructure, not the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+__all__ = ["LocalPostgres", "NoPostgres", "create_database", "drop_database", "free_port"]
 
 
 class NoPostgres(RuntimeError):

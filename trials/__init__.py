@@ -1,21 +1,34 @@
 """What turns one design point into measured numbers: `run_trial(point, TrialOptions(...))`
-(any evaluator; always a result), the feature cache, and the search drivers in
-`trials.search`. Names are imported when first used, so `import trials` loads no torch."""
+(any evaluator; always a result), the VLM and its data, the feature cache, the resource check,
+and the search drivers (the backends, `SearchSpec`, `StudyState`). Names are imported when first
+used, so `import trials` loads no torch, Optuna or Ray."""
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from common import lazy_names
 
-_WHERE = {  # public name -> the module that defines it
+_WHERE = {  # public name -> "module" (the same name there) or "module:attribute"
     "TrialOptions": "trials.outcome", "run_trial": "trials.outcome",
     "FeatureCache": "trials.cache", "default_cache": "trials.train", "with_steps": "trials.train",
     "train_vlm": "trials.train",
+    # the VLM and its data
+    "build_vlm": "trials.vlm.model", "ChatFormat": "trials.vlm.chat", "load_tokenizer": "trials.vlm.lm",
+    "word_tokenizer": "trials.vlm.lm",
+    "load_benchmark": "trials.data", "check_data": "trials.data", "check_evalsets": "trials.data.evalsets",
+    "load_llava": "trials.data.llava", "image_problem": "trials.data.llava",
+    "read_records": "trials.data.records", "record_column": "trials.data.records:column",
+    "nasbench201_table": "trials.evaluators.nasbench201:table",
+    # the resource model against the built VLM (bench/resource_model.py)
+    "SMALL_DESIGNS": "trials.resource_check:SMALL", "measure_step": "trials.resource_check:measure",
+    "predict_step": "trials.resource_check:predict",
+    # the search drivers
+    "SearchSpec": "trials.search.study", "SearchError": "trials.search.study",
+    "StudyState": "trials.search.study", "objective_values": "trials.search.study",
+    "backend_class": "trials.search.backend", "OptunaBackend": "trials.search.optuna_backend",
+    "RayBackend": "trials.search.ray_backend", "OPTUNA_SAMPLERS": "trials.search.samplers:SAMPLERS",
+    "JsonLinesSink": "trials.search.sinks",
 }
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'trials' has no attribute '{name}'")
-    return getattr(import_module(_WHERE[name]), name)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -34,8 +34,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as tmp
 
-from search_space.point import TrialConfig
-from search_space.result import Failure, TrialResult
+from search_space import Failure, TrialConfig, TrialResult
 from trials.cache import Batches, FeatureCache, Layers
 from trials.outcome import TrialOptions
 from trials.parallel import Distributed

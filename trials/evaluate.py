@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from search_space.eval_formats import EvalSpec
+from search_space import EvalSpec
 from trials.data import QADataset
 from trials.data.base import EvalSet
 from trials.data.images import RGB8

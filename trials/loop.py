@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from search_space.point import Stage, TrainConfig
+from search_space import Stage, TrainConfig
 from trials.conversations import Conversations
 from trials.features import FeatureBatches
 from trials.outcome import NonFiniteLoss, out_of_memory

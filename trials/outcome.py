@@ -14,10 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from search_space.errors import InvalidDesign
-from search_space.point import TrialConfig
-from search_space.result import Failure, FailureReason, TrialResult
-from search_space.space import Resources
+from search_space import Failure, FailureReason, InvalidDesign, Resources, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     from trials.cache import FeatureCache

@@ -10,12 +10,16 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
-from search_space.cost import UnknownGeometry
-from search_space.errors import InvalidDesign
-from search_space.point import TrialConfig
-from search_space.resources.devices import GB
-from search_space.resources.estimate import CannotEstimate, Estimate, estimate
-from search_space.space import Resources
+from search_space import (
+    GB,
+    CannotEstimate,
+    Estimate,
+    InvalidDesign,
+    Resources,
+    TrialConfig,
+    UnknownGeometry,
+    estimate,
+)
 
 log = logging.getLogger(__name__)
 

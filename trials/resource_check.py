@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from search_space.point import TrialConfig
-from search_space.resources.estimate import StagePlan, estimate
+from search_space import StagePlan, TrialConfig, estimate
 from trials.measure import count_flops, per_sample_saved_bytes
 from trials.vlm.lm import IMAGE_TOKEN
 from trials.vlm.model import IGNORE, VLM, build_vlm

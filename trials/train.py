@@ -15,10 +15,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from search_space.cost import point_cost
-from search_space.errors import InvalidDesign
-from search_space.point import TrialConfig
-from search_space.result import Failure, FailureReason, TrialResult
+from search_space import Failure, FailureReason, InvalidDesign, TrialConfig, TrialResult, point_cost
 from trials.cache import FeatureCache
 from trials.conversations import Conversations, text_budget
 from trials.data import QADataset, load_benchmark

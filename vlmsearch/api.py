@@ -16,9 +16,8 @@ from vlmsearch.search import DEFAULT_STORAGE
 if TYPE_CHECKING:
     import pandas as pd
 
-    from search_space.result import TrialResult
-    from storage import ResultsStore
-    from storage.queries import StoredTrial
+    from search_space import TrialResult
+    from storage import ResultsStore, StoredTrial
 
 TRIAL_COLUMNS = ("study", "number", "status", "steps", "pareto_rank", "config_hash", "failure_reason",
                  "reused_from", "host", "duration_s")
@@ -60,8 +59,7 @@ def trial(point: str | Path, *, steps: int | None = None, device: str = "auto",
     """`vlmsearch trial POINT.yaml`: train and evaluate one design; its result (`.metrics`,
     `.status`, `.to_json()`), failed or not."""
     from search_space import load_point
-    from trials import default_cache
-    from trials.outcome import TrialOptions, run_trial
+    from trials import TrialOptions, default_cache, run_trial
 
     design, loaded = load_point(point, device_profile)
     cache = default_cache(Path(run_dir)) if design.trains_vlm else None
@@ -89,7 +87,7 @@ def frame(found: list[StoredTrial]) -> pd.DataFrame:
     """Stored trials as a DataFrame (see `results`)."""
     import pandas as pd
 
-    from storage.export import metric_columns
+    from storage import metric_columns
 
     rows = []
     for t in found:

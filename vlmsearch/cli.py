@@ -11,9 +11,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from common.urls import redact_secrets, redact_url
-from dashboard.client import DEFAULT_TRACKING
-from search_space.strategies import BACKENDS
+from common import redact_secrets, redact_url
+from dashboard import DEFAULT_TRACKING
+from search_space import BACKENDS
 from vlmsearch.search import DEFAULT_STORAGE
 from vlmsearch.summary import describe_errors, summarize
 
@@ -49,7 +49,7 @@ def check(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the YAML (spaces and points), for editors."""
-    from search_space.space import SearchSpace
+    from search_space import SearchSpace
 
     document = SearchSpace.model_json_schema()
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -75,7 +75,7 @@ def trial(
     except SpaceError as exc:
         err.print(describe_errors(exc), markup=False)
         raise typer.Exit(2) from None
-    from search_space.paths import folder_problem
+    from search_space import folder_problem
     from vlmsearch.search import data_problem, device_problem
     from vlmsearch.trial_view import run_with_progress
 
@@ -224,8 +224,7 @@ def results(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
 ) -> None:
     """The trials of a study, or only its Pareto front (exit 2 for an unknown study)."""
-    from storage import StorageError, UnknownStudy
-    from storage.export import to_json, write_csv
+    from storage import StorageError, UnknownStudy, to_json, write_csv
 
     store = _open_store(storage)
     try:
@@ -274,7 +273,7 @@ def sync(
 ) -> None:
     """Log to MLflow what a search could not (tracking was down): replayed from the results store,
     without duplicate runs (exit 2 for an unknown study, 1 when MLflow cannot be reached)."""
-    from dashboard.client import TrackingError
+    from dashboard import TrackingError
     from storage import StorageError, UnknownStudy
     from vlmsearch.sync import sync_study
 
@@ -311,8 +310,7 @@ def dashboard(
 ) -> None:
     """Start the MLflow UI on the tracking store and print the links to each study's Pareto front
     (runs until Ctrl-C)."""
-    from dashboard.hosts import LOOPBACK, parse_hosts
-    from dashboard.server import DashboardError, serve
+    from dashboard import LOOPBACK, DashboardError, parse_hosts, serve
 
     try:
         extra = parse_hosts(hosts)

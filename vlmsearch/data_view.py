@@ -90,8 +90,8 @@ def lm_tokenizer(source: str) -> tuple[Any, int | None, str]:
     """The LM's tokenizer (as `trials.vlm.lm.load_lm` gives it: presets get the word tokenizer,
     others their own with `<image>` added), its maximum sequence length and where that comes
     from. Only the tokenizer and the config are read; no model is built."""
-    from search_space.presets import LM_PRESETS
-    from trials.vlm.lm import load_tokenizer
+    from search_space import LM_PRESETS
+    from trials import load_tokenizer
 
     if source in LM_PRESETS:
         tokenizer = load_tokenizer(source)
@@ -122,10 +122,9 @@ def image_report(table: Any, folder: Path) -> ImageReport:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from trials.data.llava import image_problem
-    from trials.data.records import column
+    from trials import image_problem, record_column
 
-    images = column(table, "image")
+    images = record_column(table, "image")
     distinct = pc.unique(images).drop_null()
     bad: list[str] = []
     named: dict[str, list[str]] = {"missing": [], "unreadable": []}
@@ -146,7 +145,7 @@ def image_report(table: Any, folder: Path) -> ImageReport:
 
 def token_lengths(table: Any, tokenizer: Any) -> np.ndarray:
     """(N,) tokens of each record's conversation under the LM's chat format, a batch at a time."""
-    from trials.vlm.chat import ChatFormat
+    from trials import ChatFormat
 
     chat = ChatFormat(tokenizer, system_prompt=None)
     lengths = np.zeros(len(table), dtype=np.int64)
@@ -166,13 +165,13 @@ def data_report(file: Path, image_folder: Path, lm: str = "tiny-llama") -> DataR
     for a tokenizer that cannot be loaded."""
     import pyarrow.compute as pc
 
-    from trials.data.records import column, read_records
+    from trials import read_records, record_column
 
     table = read_records(file, what="FILE")  # first: a broken file is named before torch loads
     tokenizer, max_length, limit = lm_tokenizer(lm)
-    turns = pc.list_value_length(column(table, "conversations")).to_numpy()
+    turns = pc.list_value_length(record_column(table, "conversations")).to_numpy()
     tokens = token_lengths(table, tokenizer)
     over = int((tokens > max_length).sum()) if max_length is not None else 0
     return DataReport(str(file), str(image_folder), lm, len(table), int(turns.sum()), Spread.of(turns),
-                      int(column(table, "image").null_count), image_report(table, image_folder),
+                      int(record_column(table, "image").null_count), image_report(table, image_folder),
                       Spread.of(tokens), max_length, limit, over)

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_space.cost import UnknownGeometry
-from search_space.errors import InvalidDesign
-from search_space.load import Loaded
-from search_space.point import TrialConfig
-from search_space.resources.analytic import ANALYTIC_METRICS, assess, point_estimate
-from search_space.resources.devices import DEVICE_PROFILES, GB
-from search_space.resources.space import space_estimate
-from search_space.sampling import CompiledSpace, compile_space
-from search_space.space import Resources
+from search_space import (
+    ANALYTIC_METRICS,
+    DEVICE_PROFILES,
+    GB,
+    CompiledSpace,
+    InvalidDesign,
+    Loaded,
+    Resources,
+    TrialConfig,
+    UnknownGeometry,
+    assess,
+    compile_space,
+    point_estimate,
+    space_estimate,
+)
 
 SHOWN_IMPOSSIBLE = 3
 

@@ -8,8 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from storage import StoredTrial, StudySummary
-from storage.models import TRIAL_STATUSES
+from storage import TRIAL_STATUSES, StoredTrial, StudySummary
 
 EXTRA = ("visual_tokens", "positions_used")
 

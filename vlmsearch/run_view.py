@@ -10,12 +10,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from common.processes import STOPPED
-from search_space.events import Front, StudyInfo
-from search_space.point import TrialConfig
-from search_space.result import TrialResult
-from search_space.space import SearchSpace
-from trials.search.study import ANALYTIC
+from common import STOPPED
+from search_space import Front, SearchSpace, StudyInfo, TrialConfig, TrialResult
+
+EXTRA = ("visual_tokens", "positions_used")  # analytic metrics the front shows beside the objectives
 
 
 def _fmt(value: float) -> str:
@@ -121,7 +119,7 @@ def pareto_table(space: SearchSpace, results: list[TrialResult], hypervolume: fl
     table.add_column("#", justify="right")
     for o in space.objectives:
         table.add_column(f"{o.metric} ({'max' if o.direction == 'maximize' else 'min'})", justify="right")
-    extras = [m for m in ANALYTIC if space.trains_vlm and m not in {o.metric for o in space.objectives}]
+    extras = [m for m in EXTRA if space.trains_vlm and m not in {o.metric for o in space.objectives}]
     for extra in extras:
         table.add_column(extra, justify="right")
     table.add_column("design")

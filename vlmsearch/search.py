@@ -8,9 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-from dashboard.client import DEFAULT_TRACKING
-from search_space.load import Loaded
-from search_space.strategies import BACKENDS
+from dashboard import DEFAULT_TRACKING
+from search_space import BACKENDS, Loaded
 
 DEFAULT_STORAGE = "sqlite:///vlmsearch-runs/results.db"
 
@@ -34,7 +33,7 @@ class SearchOptions:
 
 def make_sqlite_folder(url: str) -> None:
     """Create the directory of a relative or absolute SQLite file (once the input is known good)."""
-    from common.urls import sqlite_path
+    from common import sqlite_path
 
     path = sqlite_path(url)
     if path is not None:
@@ -43,9 +42,9 @@ def make_sqlite_folder(url: str) -> None:
 
 def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
     """The search to run; its YAML as stored and logged has no password (URLs show `***`)."""
-    from common.urls import redact_passwords
-    from search_space.space import study_name_problem
-    from trials.search.study import SearchError, SearchSpec
+    from common import redact_passwords
+    from search_space import study_name_problem
+    from trials import SearchError, SearchSpec
 
     space = loaded.space
     if options.study is not None and study_name_problem(options.study):
@@ -73,10 +72,8 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
 
 def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Console) -> int:
     """Run the search; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
-    from search_space.events import Sinks
-    from trials.search.backend import backend_class
-    from trials.search.sinks import JsonLinesSink
-    from trials.search.study import SearchError
+    from search_space import Sinks
+    from trials import JsonLinesSink, SearchError, backend_class
     from vlmsearch.run_view import ProgressView, pareto_table
 
     storage = options.storage or loaded.space.storage
@@ -150,8 +147,8 @@ def device_problem(device: str, trains_vlm: bool = True, local: bool = True) -> 
 def write_problem(run_dir: Path, storage: str, tracking: str) -> str | None:
     """Why the run folder or a SQLite file (the store's, MLflow's) cannot be written where it is
     named, or None: checked before anything is created."""
-    from common.urls import sqlite_path
-    from search_space.paths import file_problem, folder_problem
+    from common import sqlite_path
+    from search_space import file_problem, folder_problem
 
     problems = (folder_problem(run_dir, "--run-dir"),
                 *(file_problem(path, f"the SQLite file of {flag}") for flag, url in
@@ -163,8 +160,7 @@ def data_problem(data: Any, trains_vlm: bool = True) -> str | None:
     """Why the data set every trial reads cannot be used (files, images), or None."""
     if not trains_vlm:
         return None
-    from trials.data import check_data
-    from trials.data.evalsets import check_evalsets
+    from trials import check_data, check_evalsets
 
     problems = []
     for check in (lambda: check_data(data), lambda: check_evalsets(data.eval, data.image_size)):
@@ -178,10 +174,9 @@ def data_problem(data: Any, trains_vlm: bool = True) -> str | None:
 def tracking_sink(uri: str, err: Console, storage: str | None = None):  # -> MlflowSink | None | False
     """The MLflow sink for `uri` (`none` turns tracking off); False, with the reason, for a URI
     MLflow cannot use. Nothing is contacted yet: an unreachable server must not stop a search."""
-    from dashboard.client import OFF, TrackingError, check_uri
-    from dashboard.sink import MlflowSink
+    from dashboard import TRACKING_OFF, MlflowSink, TrackingError, check_uri
 
-    if uri.strip().lower() in OFF:
+    if uri.strip().lower() in TRACKING_OFF:
         return None
     try:
         check_uri(uri)

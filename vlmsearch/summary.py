@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from search_space.components import EVALUATORS, METRICS, POSITIONS, PROJECTORS
-from search_space.cost import UnknownGeometry, point_cost, space_cost_range
-from search_space.errors import InvalidDesign, SpaceError
-from search_space.fusions import FUSIONS
-from search_space.load import Loaded
-from search_space.point import TrialConfig
-from search_space.presets import FAMILIES, LM_PRESETS, PRESETS
-from search_space.sampling import CompiledSpace, compile_space
-from search_space.strategies import BACKENDS, EARLY_STOPPING, SAMPLERS
+from search_space import (
+    BACKENDS,
+    EARLY_STOPPING,
+    EVALUATORS,
+    FAMILIES,
+    FUSIONS,
+    LM_PRESETS,
+    METRICS,
+    POSITIONS,
+    PRESETS,
+    PROJECTORS,
+    SAMPLERS,
+    CompiledSpace,
+    InvalidDesign,
+    Loaded,
+    SpaceError,
+    TrialConfig,
+    UnknownGeometry,
+    compile_space,
+    point_cost,
+    space_cost_range,
+)
 from vlmsearch.resources_view import point_lines, space_lines
 
 

@@ -40,9 +40,8 @@ class SyncReport:
 def sync_study(store: Any, study: str, uri: str) -> SyncReport:
     """`store`: an open `ResultsStore`. Raises `UnknownStudy` / `StorageError` from the store and
     whatever MLflow raises when it cannot be reached."""
-    from dashboard.client import open_client
-    from dashboard.tracker import StudyTracker
-    from storage.queries import TERMINAL
+    from dashboard import StudyTracker, open_client
+    from storage import TERMINAL
 
     row = store.study_row(study)
     space = store.space(study)

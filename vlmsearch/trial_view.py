@@ -8,9 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search_space.point import TrialConfig
-from search_space.result import TrialResult
-from search_space.space import Resources
+from search_space import Resources, TrialConfig, TrialResult
 
 
 def run_with_progress(point: TrialConfig, steps: int | None, device: str, run_dir: Path,

@@ -47,7 +47,7 @@ def test_a_trial_measures_every_contract_metric() -> None:
     assert result.metrics["latency_ms"] > 0 and result.metrics["peak_mem_mb"] > 0
     payload = result.to_json()
     assert list(payload) == ["study", "number", "config_hash", "status", "failure", "steps", "config",
-                             "metrics", "pareto_rank"]
+                             "metrics", "pareto_rank", "reused_from", "infeasible", "host"]
     assert payload["config_hash"] == tiny().config_hash
     assert json.loads(json.dumps(payload)) == payload
 

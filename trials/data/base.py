@@ -16,9 +16,7 @@ from typing import Protocol
 
 import torch
 
-from search_space.eval_formats import EvalSpec
-from search_space.point import DataConfig
-from search_space.registry import Registry
+from search_space import DataConfig, EvalSpec, Registry
 from trials.data.images import RGB8, Images, take, update_digest
 
 

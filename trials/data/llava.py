@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from search_space.point import DataConfig
+from search_space import DataConfig
 from trials.data.base import BENCHMARKS, DATA_CHECKS, ChatDataset, QADataset
 from trials.data.images import RGB8, ImageFiles, decode
 from trials.data.records import (

@@ -22,8 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from search_space.components import PROBE_SKILLS
-from search_space.point import DataConfig
+from search_space import PROBE_SKILLS, DataConfig
 from trials.data.base import BENCHMARKS, ChatDataset, QADataset
 from trials.data.images import RGB8
 

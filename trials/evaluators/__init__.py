@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from search_space.components import EVALUATORS as DESCRIPTORS
-from search_space.registry import Registry
-from search_space.result import TrialResult
+from search_space import EVALUATORS as DESCRIPTORS
+from search_space import Registry, TrialResult
 
 Evaluate = Callable[[Any, Any], TrialResult]  # (TrialConfig, TrialOptions) -> result
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from search_space.result import Failure, TrialResult
+from search_space import Failure, TrialResult
 
 METRICS = ("val_acc", "latency", "model_size", "train_time")
 

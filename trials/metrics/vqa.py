@@ -17,7 +17,7 @@ import re
 import statistics
 from collections.abc import Callable, Sequence
 
-from search_space.registry import Registry
+from search_space import Registry
 
 _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
             "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}

@@ -13,11 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_space.events import Sinks
-from search_space.registry import Registry
-from search_space.result import TrialResult
-from search_space.sampling import point_parameters
-from search_space.strategies import EARLY_STOPPING
+from search_space import EARLY_STOPPING, Registry, Sinks, TrialResult, point_parameters
 from trials.search.mo_asha import MOASHA, rungs
 from trials.search.samplers import SAMPLERS, drawing_seed
 from trials.search.study import SearchSpec, StudyState, max_steps, objective_values, violations

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from search_space.pareto import hypervolume_contributions, non_dominated_ranks, objective_matrix
-from search_space.space import Objective
+from search_space import Objective, hypervolume_contributions, non_dominated_ranks, objective_matrix
 
 
 def rungs(min_steps: int, reduction_factor: int, max_steps: int) -> list[int]:

@@ -23,13 +23,8 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from common.locks import one_at_a_time
-from common.processes import STOPPED, recorder_alive, recorder_id
-from common.retry import Backoff
-from common.urls import redact_url, sqlite_path
-from search_space.events import Sinks
-from search_space.point import TrialConfig
-from search_space.result import Failure, TrialResult, result_from_json
+from common import STOPPED, Backoff, one_at_a_time, recorder_alive, recorder_id, redact_url, sqlite_path
+from search_space import Failure, Sinks, TrialConfig, TrialResult, result_from_json
 from trials.search.backend import SearchBackend
 from trials.search.optuna_study import GRACE_S, HEARTBEAT_S, RECORDER, Heartbeat, dead_running, rdb_storage
 from trials.search.samplers import PRUNERS

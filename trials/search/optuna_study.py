@@ -15,8 +15,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
-from common.processes import recorder_gone
-from common.urls import is_sqlite
+from common import is_sqlite, recorder_gone
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S = 5, 20

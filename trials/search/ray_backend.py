@@ -30,12 +30,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from common.urls import redact_url
-from search_space.events import Sinks
-from search_space.point import TrialConfig
-from search_space.registry import Registry
-from search_space.result import Failure, TrialResult, result_from_json
-from search_space.space import Resources
+from common import redact_url
+from search_space import Failure, Registry, Resources, Sinks, TrialConfig, TrialResult, result_from_json
 from trials.search.backend import SearchBackend
 from trials.search.mo_asha import MOASHA
 from trials.search.study import SearchError, SearchSpec, StudyState
@@ -116,7 +112,7 @@ class _Searcher(OptunaSearch):
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             self.configs[trial_id] = config
-            backend.live[trial_id] = SETTLED not in config or not json.loads(config[SETTLED])["reused_from"]
+            backend.live[trial_id] = _counts(config)
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -132,8 +128,17 @@ class _Searcher(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:
+        """A restored experiment: its unfinished trials (Tune runs them again) count as running,
+        and the sampler is seeded anew for the trials the study holds."""
         super().restore(checkpoint_path)
-        self._ot_study.sampler = _LIVE[self.key].sampler(drawn=len(self._ot_study.trials))
+        backend = _LIVE[self.key]
+        self._ot_study.sampler = backend.sampler(drawn=len(self._ot_study.trials))
+        backend.live = {trial_id: _counts(config) for trial_id, config in self.configs.items()}
+
+
+def _counts(config: dict[str, Any]) -> bool:
+    """Whether a trial counts against --trials: all do but a dedup hit (settled as a repeat)."""
+    return SETTLED not in config or json.loads(config[SETTLED])["reused_from"] is None
 
 
 class _Define:

@@ -26,8 +26,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from search_space.point import TrialConfig
-from search_space.result import Failure, TrialResult
+from search_space import Failure, TrialConfig, TrialResult
 from trials.distributed import (
     GRACE_S,
     TIMEOUT_S,

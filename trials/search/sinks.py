@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from search_space.events import Ending, Front, StudyInfo
-from search_space.point import TrialConfig
-from search_space.result import TrialResult
+from search_space import Ending, Front, StudyInfo, TrialConfig, TrialResult
 
 
 class MemorySink:

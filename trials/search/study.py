@@ -7,18 +7,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_space.cost import UnknownGeometry, space_cost_range
-from search_space.errors import InvalidDesign
-from search_space.events import Front, Sinks, StudyInfo
-from search_space.pareto import study_front
-from search_space.point import TrialConfig
-from search_space.resources.analytic import assess
-from search_space.result import Failure, TrialResult
-from search_space.sampling import CompiledSpace, OptunaDraw, compile_space
-from search_space.space import SearchSpace
-from search_space.strategies import SAMPLERS
+from search_space import (
+    SAMPLERS,
+    CompiledSpace,
+    Failure,
+    Front,
+    InvalidDesign,
+    OptunaDraw,
+    SearchSpace,
+    Sinks,
+    StudyInfo,
+    TrialConfig,
+    TrialResult,
+    UnknownGeometry,
+    assess,
+    compile_space,
+    space_cost_range,
+    study_front,
+)
 
-ANALYTIC = ("visual_tokens", "positions_used")
 DRAW_LIMIT = 50     # known designs drawn in a row before a search stops drawing
 ENUMERABLE = 20_000  # a finite space up to this size is enumerated to know when all are drawn
 

@@ -7,9 +7,7 @@ import os
 import signal
 from typing import Any
 
-from search_space.point import TrialConfig
-from search_space.result import TrialResult
-from search_space.space import Resources
+from search_space import Resources, TrialConfig, TrialResult
 
 _CACHE: Any = None
 REPLY_TIMEOUT_S = 600

@@ -19,9 +19,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import cached_file
 
-from search_space.point import ExpertConfig
-from search_space.presets import FAMILIES, PRESETS, ExpertInfo, expert_info, info_from_config
-from search_space.registry import Registry
+from search_space import FAMILIES, PRESETS, ExpertConfig, ExpertInfo, Registry, expert_info, info_from_config
 from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import MERGE_MODULES, Features, Grid, pool_layers
 

@@ -22,10 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from search_space.point import LanguageModelConfig
-from search_space.presets import LM_PRESETS
-from search_space.registry import Registry
-from search_space.resources.known_lms import IMAGE_TOKEN, word_vocab
+from search_space import IMAGE_TOKEN, LM_PRESETS, LanguageModelConfig, Registry, word_vocab
 from trials.vlm.experts import preset_seed
 
 
@@ -80,7 +77,7 @@ def _random_weights(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFa
     (benchmarks and the meta device: only shapes matter)."""
     from transformers import AutoConfig
 
-    from search_space.resources.lm import known_lm, lm_arch
+    from search_space import known_lm, lm_arch
 
     known, arch = known_lm(source), lm_arch(source)
     if known is None or arch is None:

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from search_space.point import TrialConfig
+from search_space import TrialConfig
 from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.fusion import VisualTokens, build_fusion

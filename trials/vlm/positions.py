@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from search_space.components import POSITIONS
-from search_space.fusions import Grid
+from search_space import POSITIONS, Grid
 
 
 def group_offsets(grids: Sequence[Grid], scheme: str) -> tuple[Tensor, int]:

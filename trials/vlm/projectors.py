@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from search_space.registry import Registry
+from search_space import Registry
 
 __all__ = ["PROJECTOR_MODULES", "ProjectorFactory", "linear", "make_projector", "mlp2x_gelu"]
 

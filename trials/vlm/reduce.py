@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.registry import Registry
+from search_space import Registry
 
 Grid = tuple[int, int]
 

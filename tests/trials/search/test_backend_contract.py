@@ -21,7 +21,7 @@ from search_space.events import Sinks
 from search_space.pareto import non_dominated_ranks, objective_matrix
 from tests.faults.conftest import plugin_env  # noqa: F401 (a fixture)
 from tests.faults.helpers import evaluations, start, vlmsearch, wait_until, write_space
-from tests.trials.search.search_helpers import make_spec
+from tests.trials.search.search_helpers import MO_ASHA_SPACE, make_spec
 from trials.search.backend import IMPLEMENTATIONS, backend_class
 from trials.search.sinks import MemorySink
 from trials.search.study import SearchError
@@ -90,31 +90,6 @@ def test_kill_9_then_resume_ends_with_as_many_distinct_designs_as_trials(
     assert len({t["config_hash"] for t in counted}) == 8, [t["config"]["parameters"] for t in counted]
 
 
-MO_ASHA_SPACE = """\
-name: contract
-data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}
-experts:
-  pool:
-    clip: {source: tiny-clip, tokens: {choices: [4, 16]}}
-    dinov2: {source: tiny-dinov2, tokens: 16}
-  subset: {min: 1, max: 2}
-fusion:
-  choices:
-    - {kind: channel_concat}
-    - {kind: sequence_concat, interleave: {choices: [false, true]}}
-positions: {choices: [original, share_all]}
-train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: visual_tokens, direction: minimize}
-constraints:
-  - {metric: visual_tokens, max: 24}
-search: {backend: BACKEND, trials: 6, concurrency: 2, seed: 1,
-         seed_points: [{experts: {clip: {source: tiny-clip, tokens: 4},
-                                  dinov2: {source: tiny-dinov2, tokens: 16}},
-                        fusion: {kind: sequence_concat, interleave: true}}],
-         early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
-"""
 
 
 @pytest.fixture

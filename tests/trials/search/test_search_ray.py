@@ -12,36 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.trials.search.search_helpers import make_spec
+from tests.trials.search.search_helpers import MO_ASHA_SPACE, make_spec
 from trials.search.study import SearchSpec
 
 pytestmark = pytest.mark.xdist_group("ray")  # one Ray test at a time (each starts a local cluster)
 
-SPACE = """\
-name: ray-small
-data: {benchmark: probe, train_size: 96, eval_size: 36, image_size: 64, seed: 0}
-experts:
-  pool:
-    clip: {source: tiny-clip, tokens: {choices: [4, 16]}}
-    dinov2: {source: tiny-dinov2, tokens: 16}
-  subset: {min: 1, max: 2}
-fusion:
-  choices:
-    - {kind: channel_concat}
-    - {kind: sequence_concat, interleave: {choices: [false, true]}}
-positions: {choices: [original, share_all]}
-train: {steps: 12, batch_size: 16, lr: {low: 1.0e-3, high: 3.0e-3, log: true}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: visual_tokens, direction: minimize}
-constraints:
-  - {metric: visual_tokens, max: 24}
-search: {backend: ray, trials: 6, concurrency: 2, seed: 1,
-         seed_points: [{experts: {clip: {source: tiny-clip, tokens: 4},
-                                  dinov2: {source: tiny-dinov2, tokens: 16}},
-                        fusion: {kind: sequence_concat, interleave: true}}],
-         early_stopping: {kind: mo_asha, min_steps: 4, reduction_factor: 3}}
-"""
+SPACE = MO_ASHA_SPACE.replace("BACKEND", "ray").replace("name: contract", "name: ray-small")
 
 
 def spec(tmp_path: Path, text: str = SPACE, **changes: object) -> SearchSpec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from search_space.eval_formats import EvalSpec
+from search_space import EvalSpec
 from trials.data.base import EVAL_LOADERS, EvalSet
 from trials.data.evalsets import docvqa, gqa, mmbench, pope, scienceqa, vqa
 from trials.data.images import RGB8

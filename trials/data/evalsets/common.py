@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import ijson
 
-from search_space.eval_formats import EvalSpec, FileField
+from search_space import EvalSpec, FileField
 from trials.data.base import EvalSet, QADataset
 from trials.data.images import RGB8, ImageFiles
 from trials.data.llava import LISTED, DataError

@@ -3,7 +3,7 @@ relative to image_folder), asked "question\\n" + the short-answer suffix, scored
 
 from __future__ import annotations
 
-from search_space.eval_formats import EvalSpec
+from search_space import EvalSpec
 from trials.data.base import EVAL_LOADERS, EvalSet
 from trials.data.evalsets.common import (
     Images,

@@ -3,7 +3,7 @@ LLaVA-1.5 asks it ("question\\n" + the short-answer suffix), scored by exact mat
 
 from __future__ import annotations
 
-from search_space.eval_formats import EvalSpec
+from search_space import EvalSpec
 from trials.data.base import EVAL_LOADERS, EvalSet
 from trials.data.evalsets.common import (
     Images,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from search_space.eval_formats import EvalSpec
+from search_space import EvalSpec
 from trials.data.base import EVAL_LOADERS, EvalSet
 from trials.data.evalsets.common import Item, Problems, ask, evalset, fail, source
 from trials.data.images import RGB8

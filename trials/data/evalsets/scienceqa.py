@@ -5,7 +5,7 @@ scored by multiple-choice accuracy."""
 
 from __future__ import annotations
 
-from search_space.eval_formats import EvalSpec
+from search_space import EvalSpec
 from trials.data.base import EVAL_LOADERS, EvalSet
 from trials.data.evalsets.common import (
     Item,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.fusions import Grid
+from search_space import Grid
 from trials.vlm.reduce import Features, pixel_unshuffle_tokens, resize_grid
 
 

@@ -16,8 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from search_space.fusions import FUSIONS, FusionParams, Grid
-from search_space.registry import Registry
+from search_space import FUSIONS, FusionParams, Grid, Registry
 from trials.vlm.reduce import Features
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from search_space.fusions import FUSIONS, ChannelConcat
+from search_space import FUSIONS, ChannelConcat
 from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
 from trials.vlm.projectors import make_projector
 from trials.vlm.reduce import Features, resize_grid

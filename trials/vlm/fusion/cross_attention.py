@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from search_space.fusions import CrossAttention
+from search_space import CrossAttention
 from trials.vlm.fusion.attention import MultiHead, windows
 from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
 from trials.vlm.projectors import make_projector

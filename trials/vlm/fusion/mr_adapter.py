@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.fusions import Grid, MRAdapter
+from search_space import Grid, MRAdapter
 from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
 from trials.vlm.projectors import make_projector
 from trials.vlm.reduce import Features, resize_grid

@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from search_space.components import is_square
-from search_space.fusions import Grid, Resampler
+from search_space import Grid, Resampler, is_square
 from trials.vlm.fusion.attention import MultiHead
 from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
 from trials.vlm.projectors import make_projector

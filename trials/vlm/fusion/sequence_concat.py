@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from search_space.fusions import FUSIONS, SequenceConcat
+from search_space import FUSIONS, SequenceConcat
 from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
 from trials.vlm.projectors import make_projector
 from trials.vlm.reduce import Features

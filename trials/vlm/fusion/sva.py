@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from search_space.fusions import SVA
+from search_space import SVA
 from trials.vlm.fusion.attention import MultiHead, windows
 from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
 from trials.vlm.projectors import make_projector
