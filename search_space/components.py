@@ -41,6 +41,8 @@ POSITIONS.register("share_by_row_col", PositionScheme(lambda h, w: h + w - 1,
 PROJECTORS: Registry[str] = Registry("projector")
 PROJECTORS.register("linear", "linear", "Linear(C -> d)")
 PROJECTORS.register("mlp2x_gelu", "mlp2x_gelu", "Linear(C -> d), GELU, Linear(d -> d) (LLaVA-1.5)")
+PROJECTORS.register("ln_mlp2x_gelu", "ln_mlp2x_gelu",
+                    "LayerNorm(C), Linear(C -> d), GELU, Linear(d -> d) (LEO's per-encoder projector)")
 
 MERGES: Registry[str] = Registry("layer merge")
 MERGES.register("concat", "concat", "concatenate the selected layers' channels")

@@ -97,6 +97,11 @@ def mlp2x_gelu(tokens: int, i: int, o: int, flow: Flow) -> Block:
     return first + gelu(tokens, o, inner) + linear(tokens, o, o, inner)
 
 
+def ln_mlp2x_gelu(tokens: int, i: int, o: int, flow: Flow) -> Block:
+    """LayerNorm(i), then Linear(i -> o), GELU, Linear(o -> o) (LEO's per-encoder projector)."""
+    return layer_norm(tokens, i, flow) + mlp2x_gelu(tokens, i, o, flow.after())
+
+
 def mlp4(tokens: int, d: int, flow: Flow) -> Block:
     """Linear(d -> 4d), GELU, Linear(4d -> d): the MLP of the attention blocks."""
     first = linear(tokens, d, 4 * d, flow)

@@ -68,6 +68,7 @@ ProjectorCost = Callable[[int, int, int, Flow], Block]  # (tokens, in, out, flow
 PROJECTOR_COSTS: Registry[ProjectorCost] = Registry("projector")
 PROJECTOR_COSTS.register("linear", blocks.linear)
 PROJECTOR_COSTS.register("mlp2x_gelu", blocks.mlp2x_gelu)
+PROJECTOR_COSTS.register("ln_mlp2x_gelu", blocks.ln_mlp2x_gelu)
 
 
 def project(name: str, tokens: int, i: int, o: int, flow: Flow) -> Block:
