@@ -32,7 +32,9 @@ def mlp2x_gelu(in_dim: int, out_dim: int) -> nn.Module:
 
 @PROJECTOR_MODULES.decorator("ln_mlp2x_gelu", "LayerNorm(C), Linear(C -> d), GELU, Linear(d -> d) (LEO)")
 def ln_mlp2x_gelu(in_dim: int, out_dim: int) -> nn.Module:
-    return nn.Sequential(nn.LayerNorm(in_dim), mlp2x_gelu(in_dim, out_dim))
+    """Flat, as LEO's `MLP` is (children 0-3), so its checkpoints' keys load as they are."""
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.GELU(),
+                         nn.Linear(out_dim, out_dim))
 
 
 def make_projector(name: str, in_dim: int, out_dim: int) -> nn.Module:
