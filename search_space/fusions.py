@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -65,12 +65,15 @@ class CrossAttention(FusionParams):
 
 
 class Resampler(FusionParams):
-    """Perceiver-style: m learnable queries per expert cross-attend to its tokens."""
+    """Perceiver-style: m learnable queries per expert cross-attend to its tokens; at `width`
+    (null: the LM's), with a Linear(width -> d) to the LM when that differs."""
 
+    added: ClassVar[frozenset[str]] = frozenset({"width"})  # left out of the hash at default
     kind: Literal["resampler"] = "resampler"
     queries: PositiveInt = 16
     heads: PositiveInt = 4
     depth: PositiveInt = 1
+    width: PositiveInt | None = None
 
 
 class SVA(FusionParams):

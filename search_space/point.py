@@ -254,7 +254,7 @@ class TrialConfig(Frozen):
         if not self.trains_vlm:
             return {"evaluator": self.evaluator, "parameters": _sorted(dict(self.parameters))}
         data = self.model_dump(mode="json", include=set(DESIGN_FIELDS))
-        for part in ("train", "data", "language_model"):
+        for part in ("train", "data", "language_model", "fusion"):
             data[part] = _without_added(getattr(self, part), data[part])
         if self.train.stages:  # steps is their total, lr unread
             data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "lr")}

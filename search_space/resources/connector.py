@@ -150,12 +150,14 @@ def _perceiver_layer(queries: int, keys: int, d: int, heads: int, flow: Flow) ->
 @FUSION_COSTS.decorator("resampler")
 def _resampler(p: object, experts: Sequence[ExpertShape], d: int, projector: str,
                flow: Flow) -> Block:
-    m, heads, depth = p.queries, p.heads, p.depth
+    m, heads, depth, w = p.queries, p.heads, p.depth, p.width or d
     total = NONE
     for e in experts:
         f = _flow(flow, [e])
-        total = (total + project(projector, e.tokens, e.width, d, f) + Block(params=m * d)
-                 + depth * _perceiver_layer(m, e.tokens, d, heads, f.after()))
+        total = (total + project(projector, e.tokens, e.width, w, f) + Block(params=m * w)
+                 + depth * _perceiver_layer(m, e.tokens, w, heads, f.after()))
+        if w != d:  # Linear(w -> d) to the LM
+            total = total + blocks.linear(m, w, d, f.after())
     return total
 
 

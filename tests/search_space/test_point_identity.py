@@ -124,3 +124,13 @@ def test_a_staged_point_round_trips_and_its_steps_are_the_stages_total() -> None
     assert again == point and again.config_hash == point.config_hash
     scaled = point.train.with_total_steps(6)
     assert scaled.steps == 6 and [s.steps for s in scaled.stages] == [2, 4]
+
+
+def test_a_resampler_width_enters_the_hash_only_when_set() -> None:
+    """Designs written before `width` existed keep their identity; a width makes another design."""
+    resampler = POINT.replace(POINT[POINT.index("fusion:"):].splitlines()[0],
+                              "fusion: {kind: resampler, queries: 16, heads: 2}")
+    base = point_of(resampler)
+    assert base.fusion.kind == "resampler" and "width" not in base.canonical_json()
+    assert point_of(resampler.replace("heads: 2}", "heads: 2, width: null}")).config_hash == base.config_hash
+    assert point_of(resampler.replace("heads: 2}", "heads: 2, width: 32}")).config_hash != base.config_hash

@@ -29,6 +29,7 @@ FUSION_CASES = [{"kind": "channel_concat"}, {"kind": "channel_concat", "grid": 5
                 {"kind": "mr_adapter"}, {"kind": "cross_attention", "heads": 2},
                 {"kind": "resampler", "queries": 9, "heads": 2, "depth": 2},
                 {"kind": "resampler", "queries": 5, "heads": 3, "depth": 1},
+                {"kind": "resampler", "queries": 4, "heads": 2, "depth": 1, "width": 40},
                 {"kind": "sva", "queries": 4, "depth": 2, "heads": 2}]
 BATCH = 2
 

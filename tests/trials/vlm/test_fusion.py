@@ -43,6 +43,7 @@ PARAMS: list[FusionParams] = [
     MRAdapter(),
     CrossAttention(heads=1), CrossAttention(heads=2), CrossAttention(heads=3),
     Resampler(queries=4, heads=2, depth=1), Resampler(queries=6, heads=4, depth=2),
+    Resampler(queries=4, heads=2, depth=1, width=12),
     SVA(queries=4, heads=2, depth=1), SVA(queries=9, heads=3, depth=2),
 ]
 INTERLEAVE = [SequenceConcat(interleave=True), SequenceConcat(interleave=True, expert_embedding=True)]

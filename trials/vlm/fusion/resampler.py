@@ -1,9 +1,10 @@
 """Resampler (MouSi's Q-Former option; Perceiver-style): m learnable queries per expert.
 
-REFERENCE.md: per expert, `queries` learnable queries of the LM width cross-attend to that
-expert's tokens (projected to the LM width by the expert's own projector) through `depth`
-layers of `q = q + MHA(LN(q), kv, kv); q = q + MLP(LN(q))`. E groups of m tokens, each on a
-sqrt(m) x sqrt(m) grid when m is a perfect square, else a 1 x m row.
+REFERENCE.md: per expert, `queries` learnable queries of the resampler's width (`width`; the
+LM's by default) cross-attend to that expert's tokens (projected to that width by the expert's
+own projector) through `depth` layers of `q = q + MHA(LN(q), kv, kv); q = q + MLP(LN(q))`, then
+Linear(width -> d) when the width is not the LM's. E groups of m tokens, each on a sqrt(m) x
+sqrt(m) grid when m is a perfect square, else a 1 x m row.
 """
 
 from __future__ import annotations
@@ -42,21 +43,24 @@ class PerceiverLayer(nn.Module):
 
 
 class ExpertResampler(nn.Module):
-    """One expert's projector, queries and layers: (B, N, C) -> (B, m, d); `run` applies a
-    layer (the fusion's `block`, which may checkpoint it)."""
+    """One expert's projector, queries and layers at the resampler's width w (the LM's d by
+    default), then Linear(w -> d) when w differs: (B, N, C) -> (B, m, d); `run` applies a layer
+    (the fusion's `block`, which may checkpoint it)."""
 
     def __init__(self, width: int, d: int, params: Resampler, projector: str) -> None:
         super().__init__()
-        self.proj = make_projector(projector, width, d)
-        self.queries = nn.Parameter(torch.randn(params.queries, d) * 0.02)  # (m, d)
-        self.layers = nn.ModuleList(PerceiverLayer(d, params.heads) for _ in range(params.depth))
+        w = params.width or d
+        self.proj = make_projector(projector, width, w)
+        self.queries = nn.Parameter(torch.randn(params.queries, w) * 0.02)  # (m, w)
+        self.layers = nn.ModuleList(PerceiverLayer(w, params.heads) for _ in range(params.depth))
+        self.out = nn.Linear(w, d) if w != d else nn.Identity()
 
     def forward(self, tokens: Tensor, run: Callable[..., Tensor] | None = None) -> Tensor:
-        kv = self.proj(tokens)                                   # (B, N, d)
-        q = self.queries.expand(tokens.shape[0], -1, -1)         # (B, m, d)
+        kv = self.proj(tokens)                                   # (B, N, w)
+        q = self.queries.expand(tokens.shape[0], -1, -1)         # (B, m, w)
         for layer in self.layers:
             q = run(layer, q, kv) if run else layer(q, kv)
-        return q                                                 # (B, m, d)
+        return self.out(q)                                       # (B, m, d)
 
 
 @FUSION_MODULES.decorator("resampler", "Perceiver-style: m learnable queries per expert cross-attend "
