@@ -136,7 +136,8 @@ for _params, _groups, _min in [
     (Resampler, _resampler, 1),
     (SVA, _sva, 1),
 ]:
+    # (the description: the docstring's first paragraph, on one line)
     FUSIONS.register(_params.model_fields["kind"].default, FusionKind(_params, _groups, _min),
-                     (_params.__doc__ or "").strip())
+                     " ".join((_params.__doc__ or "").split("\n\n")[0].split()))
 
 FusionConfig = ChannelConcat | SequenceConcat | MRAdapter | CrossAttention | Resampler | SVA
