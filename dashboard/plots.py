@@ -57,7 +57,10 @@ def summary(config: Mapping[str, Any]) -> str:
     experts = "+".join(config.get("experts", {})) or "?"
     fusion = config.get("fusion", {})
     kind = fusion.get("kind", "?") if isinstance(fusion, Mapping) else str(fusion)
-    return f"{experts} | {kind} | {config.get('positions', '?')} | {config.get('projector', '?')}"
+    projector = config.get("projector", "?")
+    if isinstance(projector, Mapping):  # one per expert: `clip:linear,dinov2:mlp2x_gelu`
+        projector = ",".join(f"{name}:{value}" for name, value in projector.items())
+    return f"{experts} | {kind} | {config.get('positions', '?')} | {projector}"
 
 
 def front_of(designs: Sequence[Design], objectives: Sequence[Any]) -> list[Design]:

@@ -53,6 +53,7 @@ def point_cost(point: TrialConfig) -> Cost:
         return Cost(0, 0, ())
     grids = [expert_grid(cfg) for _, cfg in point.ordered_experts()]
     groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
+    point.fusion_projector()  # a per-expert projector mapping only where the operator has one per expert
     return groups_cost(groups, point.positions)
 
 

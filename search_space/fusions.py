@@ -125,8 +125,10 @@ class FusionKind:
     params: type[FusionParams]
     groups: Callable[..., list[Grid]]
     min_experts: int = 1
+    per_expert_projector: bool = False  # each expert has its own projector (a mapping may name them)
 
 
+PER_EXPERT_PROJECTOR = frozenset({"sequence_concat", "resampler"})
 FUSIONS: Registry[FusionKind] = Registry("fusion")
 for _params, _groups, _min in [
     (ChannelConcat, _channel_concat, 1),
@@ -137,7 +139,8 @@ for _params, _groups, _min in [
     (SVA, _sva, 1),
 ]:
     # (the description: the docstring's first paragraph, on one line)
-    FUSIONS.register(_params.model_fields["kind"].default, FusionKind(_params, _groups, _min),
+    _name = _params.model_fields["kind"].default
+    FUSIONS.register(_name, FusionKind(_params, _groups, _min, _name in PER_EXPERT_PROJECTOR),
                      " ".join((_params.__doc__ or "").split("\n\n")[0].split()))
 
 FusionConfig = ChannelConcat | SequenceConcat | MRAdapter | CrossAttention | Resampler | SVA

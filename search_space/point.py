@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
+from search_space.errors import InvalidDesign
 from search_space.eval_formats import EvalSpec, duplicate_labels
 from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveInt, SquareInt
 from search_space.numbers import Seed
@@ -53,6 +54,20 @@ LMSource = Annotated[str, _preset_source(LM_PRESETS)]
 ProjectorName = Annotated[str, registered(PROJECTORS)]
 PositionName = Annotated[str, registered(POSITIONS)]
 MergeName = Annotated[str, registered(MERGES)]
+# one projector for every expert, or a mapping from expert name to projector (COMM: a 2-layer MLP
+# for DINOv2, a linear one for CLIP); only operators that project each expert on its own read one
+
+
+def projectors_of(per_expert: Any) -> Any:
+    """One projector name, or a mapping of expert name to `per_expert` (a mapping is told apart
+    by its shape, so a misspelt name gets one message, not one per member of the union)."""
+    return Annotated[Union[  # noqa: UP007 - tags need the explicit Union form
+        Annotated[ProjectorName, Tag(TAG + "name")],
+        Annotated[Annotated[dict[str, per_expert], Field(min_length=1)], Tag(TAG + "map")],
+    ], Discriminator(lambda v: TAG + ("map" if isinstance(v, dict) else "name"))]
+
+
+Projectors = projectors_of(ProjectorName)
 LayerSel = int | Annotated[tuple[int, ...], Field(min_length=1)]
 ImageSide = Annotated[int, Field(ge=16, le=4096)]
 
@@ -229,7 +244,7 @@ class TrialConfig(Frozen):
     language_model: LanguageModelConfig = LanguageModelConfig()
     experts: dict[str, ExpertConfig] = {}  # at least one for a VLM (checked below)
     fusion: Fusion = ChannelConcat()
-    projector: ProjectorName = "mlp2x_gelu"
+    projector: Projectors = "mlp2x_gelu"
     positions: PositionName = "original"
     train: TrainConfig = TrainConfig()
 
@@ -238,7 +253,30 @@ class TrialConfig(Frozen):
         if self.trains_vlm and not self.experts:
             raise ValueError("`experts` is missing or empty: a VLM design needs at least one vision "
                              "expert")
+        if self.trains_vlm and isinstance(self.projector, dict):
+            problem = projector_map_problem(self.projector, list(self.experts))
+            if problem:
+                raise ValueError(problem)
         return self
+
+    def expert_projectors(self) -> tuple[str, ...]:
+        """The projector of each expert, in fusion order (primary first)."""
+        names = self.projector
+        return tuple(names if isinstance(names, str) else names[n] for n, _ in self.ordered_experts())
+
+    def fusion_projector(self) -> str | tuple[str, ...]:
+        """What the fusion operator is built with: one projector name, or one per expert (in
+        fusion order) for an operator that projects each expert on its own. A mapping naming
+        several projectors for an operator with one shared projector is an InvalidDesign."""
+        names = self.expert_projectors()
+        if FUSIONS.get(self.fusion.kind).per_expert_projector:
+            return names
+        if len(set(names)) > 1:
+            raise InvalidDesign(
+                f"fusion '{self.fusion.kind}' has one shared projector, so `projector` cannot name "
+                f"one per expert ({', '.join(sorted(set(names)))}); name one projector, or use a "
+                f"fusion that projects each expert ({', '.join(per_expert_kinds())})")
+        return names[0]
 
     @property
     def trains_vlm(self) -> bool:
@@ -275,6 +313,24 @@ class TrialConfig(Frozen):
     def to_yaml_data(self) -> dict[str, Any]:
         """The point in its YAML shape (name first), as `vlmsearch trial` reads it back."""
         return {"name": self.name, **self.canonical()}
+
+
+def projector_map_problem(mapping: dict[str, Any], experts: list[str]) -> str | None:
+    """Why a per-expert `projector` mapping does not fit these experts, or None."""
+    unknown = [n for n in mapping if n not in experts]
+    missing = [n for n in experts if n not in mapping]
+    if unknown:
+        return (f"`projector` names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+                f"not an expert (experts: {', '.join(experts)}); key the mapping by expert name")
+    if missing:
+        return (f"`projector` gives no projector for {', '.join(missing)}; name one for every expert "
+                "or write one projector name for all")
+    return None
+
+
+def per_expert_kinds() -> list[str]:
+    """The fusion kinds that project each expert on its own (a per-expert `projector` fits)."""
+    return [name for name, kind in FUSIONS.items() if kind.per_expert_projector]
 
 
 def _without_added(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:

@@ -141,6 +141,9 @@ def compile_value(value: Any, name: str) -> Node:
         return Rec(tuple((f, compile_value(getattr(value, f), f"{name}.{f}"))
                          for f in type(value).model_fields
                          if f not in derived or f in value.model_fields_set))
+    ranges = Choices | IntRange | FloatRange
+    if isinstance(value, dict) and any(isinstance(v, ranges) for v in value.values()):  # projector
+        return Rec(tuple((str(k), compile_value(v, f"{name}.{k}")) for k, v in value.items()))
     if isinstance(value, list | tuple) and value and all(isinstance(v, BaseModel) for v in value):
         return Rec(tuple((str(i), compile_value(v, f"{name}.{i}")) for i, v in enumerate(value)),
                    as_list=True)
@@ -237,6 +240,18 @@ def valid_subsets(space: SearchSpace) -> list[tuple[str, ...]]:
     return out
 
 
+def _only(node: Node, subset: tuple[str, ...]) -> Node:
+    """A per-expert mapping (the `projector`) cut to the chosen experts: nothing is sampled for
+    an expert left out, and the point names only its own experts."""
+    if isinstance(node, Rec):
+        return Rec(tuple((k, child) for k, child in node.fields if k in subset))
+    if isinstance(node, Fixed) and isinstance(node.value, dict):
+        return Fixed({k: v for k, v in node.value.items() if k in subset})
+    if isinstance(node, Cat):
+        return Cat(node.name, node.labels, tuple(_only(o, subset) for o in node.options))
+    return node
+
+
 @dataclass(frozen=True)
 class FusionOption:
     label: str
@@ -277,8 +292,9 @@ class CompiledSpace:
         if not self.space.trains_vlm:  # evaluator and parameters: the whole design
             return self.rest
         experts = Rec(tuple((n, self.experts[n]) for n in subset))
-        return Rec((("experts", experts), ("fusion", self._fusion_node(len(subset))),
-                    *self.rest.fields))
+        rest = tuple((key, _only(node, subset) if key == "projector" else node)
+                     for key, node in self.rest.fields)
+        return Rec((("experts", experts), ("fusion", self._fusion_node(len(subset))), *rest))
 
     def sample(self, draw: Draw) -> TrialConfig:
         subset = sample(self._subset_node(), draw)

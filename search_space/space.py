@@ -30,9 +30,12 @@ from search_space.point import (
     LanguageModelConfig,
     PositionName,
     ProjectorName,
+    Projectors,
     Stage,
     TrainConfig,
     fusion_union,
+    projector_map_problem,
+    projectors_of,
     registered,
 )
 from search_space.ranges import TAG, Choices, TunableScalar, tunable
@@ -192,12 +195,22 @@ class Resources(Frozen):
         return self.device_profile or default_profile(self.gpu)
 
 
+# one projector (tunable), or one per pool member (each tunable), or a choice among those
+ProjectorSpace = tunable(projectors_of(tunable(ProjectorName)))
+
+
+def _projector_maps(value: Any) -> list[dict[str, Any]]:
+    """The per-expert mappings a space's `projector` may take."""
+    options = value.choices if isinstance(value, Choices) else [value]
+    return [o for o in options if isinstance(o, dict)]
+
+
 class SeedPoint(Frozen):
     """A design tried before any sampled one; sections left out come from the space."""
 
     experts: Annotated[dict[str, ExpertConfig], Field(min_length=1)]
     fusion: FusionOption | None = None  # type: ignore[valid-type]
-    projector: ProjectorName | None = None
+    projector: Projectors | None = None
     positions: PositionName | None = None
     language_model: LanguageModelConfig | None = None
     train: TrainConfig | None = None
@@ -238,7 +251,7 @@ class SearchSpace(Frozen):
     language_model: LanguageModelSpace = LanguageModelSpace()  # type: ignore[valid-type]
     experts: ExpertsField | None = None
     fusion: FusionSpace = Field({"kind": "channel_concat"}, validate_default=True)  # type: ignore[valid-type]
-    projector: tunable(ProjectorName) = "mlp2x_gelu"  # type: ignore[valid-type]
+    projector: ProjectorSpace = "mlp2x_gelu"  # type: ignore[valid-type]
     positions: tunable(PositionName) = "original"  # type: ignore[valid-type]
     train: TrainSpace = TrainSpace()  # type: ignore[valid-type]
     objectives: list[Objective] = []
@@ -253,6 +266,10 @@ class SearchSpace(Frozen):
             if self.experts is None:
                 raise ValueError("`experts` is missing: a VLM design needs at least one vision "
                                  "expert, e.g. experts: {clip: {source: tiny-clip}}")
+            for mapping in _projector_maps(self.projector):
+                problem = projector_map_problem(mapping, list(self.pool))
+                if problem:
+                    raise SectionError(("projector",), problem.replace("not an expert", "not in the pool"))
             if self.parameters:
                 raise ValueError("`parameters` is read only by a non-VLM evaluator (e.g. "
                                  "evaluator: nasbench201); tune a VLM through its own sections "

@@ -75,9 +75,15 @@ def project(name: str, tokens: int, i: int, o: int, flow: Flow) -> Block:
     return PROJECTOR_COSTS.get(name)(tokens, i, o, flow)
 
 
+def per_expert(projector: str | Sequence[str], experts: int) -> tuple[str, ...]:
+    """One projector name per expert (`TrialConfig.fusion_projector` gives a name or a tuple)."""
+    return (projector,) * experts if isinstance(projector, str) else tuple(projector)
+
+
 # ---- fusion operators ------------------------------------------------------------------------
 
-FusionCost = Callable[[object, Sequence[ExpertShape], int, str, Flow], Block]
+# (params, experts, d, projector: one name or, for a per-expert operator, one per expert, flow)
+FusionCost = Callable[[object, Sequence[ExpertShape], int, "str | Sequence[str]", Flow], Block]
 FUSION_COSTS: Registry[FusionCost] = Registry("fusion")
 
 
@@ -95,7 +101,9 @@ def _channel_concat(p: object, experts: Sequence[ExpertShape], d: int, projector
 @FUSION_COSTS.decorator("sequence_concat")
 def _sequence_concat(p: object, experts: Sequence[ExpertShape], d: int, projector: str,
                      flow: Flow) -> Block:
-    total = sum((project(projector, e.tokens, e.width, d, _flow(flow, [e])) for e in experts), NONE)
+    names = per_expert(projector, len(experts))
+    total = sum((project(name, e.tokens, e.width, d, _flow(flow, [e]))
+                 for name, e in zip(names, experts, strict=True)), NONE)
     if getattr(p, "expert_embedding", False):
         total = total + Block(params=len(experts) * d)
     return total
@@ -152,9 +160,9 @@ def _resampler(p: object, experts: Sequence[ExpertShape], d: int, projector: str
                flow: Flow) -> Block:
     m, heads, depth, w = p.queries, p.heads, p.depth, p.width or d
     total = NONE
-    for e in experts:
+    for name, e in zip(per_expert(projector, len(experts)), experts, strict=True):
         f = _flow(flow, [e])
-        total = (total + project(projector, e.tokens, e.width, w, f) + Block(params=m * w)
+        total = (total + project(name, e.tokens, e.width, w, f) + Block(params=m * w)
                  + depth * _perceiver_layer(m, e.tokens, w, heads, f.after()))
         if w != d:  # Linear(w -> d) to the LM
             total = total + blocks.linear(m, w, d, f.after())
@@ -176,7 +184,7 @@ def _sva(p: object, experts: Sequence[ExpertShape], d: int, projector: str, flow
     return total + depth * layer
 
 
-def connector_cost(fusion: object, experts: Sequence[ExpertShape], d_model: int, projector: str,
-                   flow: Flow) -> Block:
+def connector_cost(fusion: object, experts: Sequence[ExpertShape], d_model: int,
+                   projector: str | Sequence[str], flow: Flow) -> Block:
     """The fusion operator with its projector(s), for one sample."""
     return FUSION_COSTS.get(fusion.kind)(fusion, experts, d_model, projector, flow)

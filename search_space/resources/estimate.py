@@ -181,15 +181,16 @@ def _connector_part(point: TrialConfig, stage: Stage, shapes: list[ExpertShape],
                     precision: str, recompute: bool) -> Part:
     trains = "connector" in stage.train
     flow = Flow(trains, recompute=recompute)
+    projector = point.fusion_projector()  # one name, or one per expert (primary first)
     merges = tuple((cfg.merge, shape.tokens, tuple(_info(cfg).layer_width(i) for i in cfg.layer_list))
                    for (_, cfg), shape in zip(point.ordered_experts(), shapes, strict=True))
     def compute() -> Block:
-        block = connector_cost(point.fusion, shapes, d_model, point.projector, flow)
+        block = connector_cost(point.fusion, shapes, d_model, projector, flow)
         for merge, tokens, widths in merges:
             block = block + MERGE_COSTS.get(merge).cost(tokens, widths, flow)
         return block
 
-    key = ("connector", point.fusion, tuple(shapes), d_model, point.projector, flow, merges)
+    key = ("connector", point.fusion, tuple(shapes), d_model, projector, flow, merges)
     block = _remember(key, compute)
     saved = block.saved * DTYPE_BYTES[precision]
     return _part("connector", block.params, block.params if trains else 0, precision, saved,

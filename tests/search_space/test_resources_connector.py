@@ -40,21 +40,24 @@ def test_every_registry_entry_has_a_cost() -> None:
     assert set(MERGE_COSTS.names()) == set(MERGES.names()) == set(MERGE_MODULES.names())
 
 
-def _cases() -> list[tuple[dict, int, str]]:
+def _cases() -> list[tuple[dict, int, str | tuple[str, ...]]]:
     out = []
     for fusion in FUSION_CASES:
         need = FUSIONS.get(fusion["kind"]).min_experts
         out += [(fusion, n, projector) for n in (1, 2, 3) if n >= need for projector in PROJECTORS.names()]
+        if FUSIONS.get(fusion["kind"]).per_expert_projector:  # one projector per expert (COMM)
+            out += [(fusion, n, ("ln_mlp2x_gelu", "linear", "mlp2x_gelu")[:n]) for n in (2, 3)]
     return out
 
 
-def _ids(case: tuple[dict, int, str]) -> str:
+def _ids(case: tuple[dict, int, str | tuple[str, ...]]) -> str:
     fusion, n, projector = case
-    return "-".join(str(v) for v in fusion.values()) + f"-{n}-{projector}"
+    names = projector if isinstance(projector, str) else "+".join(projector)
+    return "-".join(str(v) for v in fusion.values()) + f"-{n}-{names}"
 
 
 @pytest.mark.parametrize("case", _cases(), ids=_ids)
-def test_fusion_params_flops_and_activations(case: tuple[dict, int, str]) -> None:
+def test_fusion_params_flops_and_activations(case: tuple[dict, int, str | tuple[str, ...]]) -> None:
     fusion, n, projector = case
     params = FUSIONS.get(fusion["kind"]).params.model_validate(fusion)
     shapes = SHAPES[:n]

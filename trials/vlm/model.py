@@ -37,7 +37,7 @@ class VLM(nn.Module):
         self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
         widths = [self.experts[n].out_width for n in self.expert_names]
-        self.fusion = build_fusion(point.fusion, widths, self.d_model, point.projector)
+        self.fusion = build_fusion(point.fusion, widths, self.d_model, point.fusion_projector())
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self.chat = ChatFormat(self.tokenizer, point.language_model.system_prompt)
         self.live = [n for n in self.expert_names if self.experts[n].expert.trains]

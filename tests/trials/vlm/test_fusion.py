@@ -58,7 +58,8 @@ def make_feats(spec: Spec, seed: int = 0) -> list[Features]:
     return [Features(torch.randn(B, h * w, c, generator=g), (h, w)) for h, w, c in spec]
 
 
-def build(params: FusionParams, spec: Spec, projector: str = "linear", seed: int = 0) -> FusionModule:
+def build(params: FusionParams, spec: Spec, projector: str | Sequence[str] = "linear",
+          seed: int = 0) -> FusionModule:
     torch.manual_seed(seed)
     return build_fusion(params, [c for _, _, c in spec], D, projector)
 
@@ -72,7 +73,7 @@ def perturb(feats: list[Features], expert: int, rows: range, cols: range) -> lis
     return [*feats[:expert], Features(fmap.flatten(1, 2), f.grid), *feats[expert + 1:]]
 
 
-def check_contract(params: FusionParams, spec: Spec, projector: str) -> None:
+def check_contract(params: FusionParams, spec: Spec, projector: str | Sequence[str]) -> None:
     assert len(spec) >= FUSIONS.get(params.kind).min_experts
     feats = make_feats(spec)
     module = build(params, spec, projector)
@@ -197,3 +198,29 @@ def test_resampler_query_grid(queries: int, grid: tuple[int, int]) -> None:
     spec = EXPERT_SETS["2"]
     out = build(Resampler(queries=queries), spec)(make_feats(spec))
     assert out.grids == [grid, grid]
+
+
+MIXED = ("ln_mlp2x_gelu", "linear", "mlp2x_gelu")  # one projector per expert (COMM), primary first
+PER_EXPERT = [p for p in PARAMS if FUSIONS.get(p.kind).per_expert_projector]
+
+
+@pytest.mark.parametrize("experts", ["2", "3"])
+@pytest.mark.parametrize("params", PER_EXPERT, ids=params_id)
+def test_contract_with_a_projector_per_expert(params: FusionParams, experts: str) -> None:
+    spec = EXPERT_SETS[experts]
+    names = MIXED[:len(spec)]
+    check_contract(params, spec, names)
+    # nothing is shared between experts, so the module is the sum of one-expert modules, each
+    # with its own projector (the projectors' sizes differ: a wrong pairing changes the count)
+    size = sum(p.numel() for p in build(params, spec, names).parameters())
+    alone = [build_fusion(params, [c], D, name) for (_, _, c), name in zip(spec, names, strict=True)]
+    assert size == sum(p.numel() for m in alone for p in m.parameters())
+    assert size != sum(p.numel() for p in build(params, spec, names[::-1]).parameters())
+
+
+@pytest.mark.parametrize("params", [p for p in PARAMS if not FUSIONS.get(p.kind).per_expert_projector
+                                    and FUSIONS.get(p.kind).min_experts <= 2], ids=params_id)
+def test_a_shared_projector_refuses_one_per_expert(params: FusionParams) -> None:
+    with pytest.raises(ValueError, match="one shared projector"):
+        build(params, EXPERT_SETS["2"], ("linear", "mlp2x_gelu"))
+    build(params, EXPERT_SETS["2"], ("linear", "linear"))  # the same name per expert is one

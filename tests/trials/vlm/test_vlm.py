@@ -154,3 +154,22 @@ def test_missing_placeholder_is_refused(images: torch.Tensor) -> None:
     batch["input_ids"][0, 1] = vlm.tokenizer.pad_token_id
     with pytest.raises(ValueError, match="exactly one <image>"):
         vlm(**batch, images=images)
+
+
+def test_a_projector_per_expert_builds_each_and_the_resource_model_counts_them(
+        images: torch.Tensor) -> None:
+    """COMM's alignment: DINOv2 through a 2-layer MLP, CLIP through a linear layer."""
+    from search_space.resources.analytic import assess
+    from search_space.space import Resources
+
+    p = TrialConfig.model_validate({**point("sequence_concat", 2).model_dump(),
+                                    "projector": {"clip": "linear", "dinov2": "mlp2x_gelu"}})
+    torch.manual_seed(0)
+    vlm = build_vlm(p)
+    clip, dinov2 = vlm.fusion.projs
+    assert isinstance(clip, torch.nn.Linear)
+    assert [type(m).__name__ for m in dinov2] == ["Linear", "GELU", "Linear"]
+    assert vlm.visual(images).tokens.shape[1] == point_cost(p).visual_tokens
+    metrics, _ = assess(p, Resources())
+    assert metrics["trainable_params"] == vlm.parameter_counts()[0]
+    assert metrics["total_params"] == vlm.parameter_counts()[1]

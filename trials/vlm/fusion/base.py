@@ -19,6 +19,8 @@ from torch.utils.checkpoint import checkpoint
 from search_space import FUSIONS, FusionParams, Grid, Registry
 from trials.vlm.reduce import Features
 
+Projector = str | Sequence[str]  # one projector name, or one per expert (primary first)
+
 
 @dataclass(frozen=True)
 class VisualTokens:
@@ -42,15 +44,21 @@ class FusionModule(nn.Module, abc.ABC):
     """
 
     def __init__(self, params: FusionParams, widths: Sequence[int], d_model: int,
-                 projector: str) -> None:
+                 projector: Projector) -> None:
         super().__init__()
-        need = FUSIONS.get(params.kind).min_experts
-        if len(widths) < need:
-            raise ValueError(f"{params.kind} needs at least {need} experts, got {len(widths)}")
+        kind = FUSIONS.get(params.kind)
+        if len(widths) < kind.min_experts:
+            raise ValueError(f"{params.kind} needs at least {kind.min_experts} experts, got {len(widths)}")
         self.params = params
         self.widths = tuple(widths)   # channels of each expert's features, primary first
         self.d_model = d_model        # LM hidden size
-        self.projector = projector    # a name in trials.vlm.projectors.PROJECTOR_MODULES
+        # names in trials.vlm.projectors.PROJECTOR_MODULES: one per expert (primary first), and
+        # `projector` the one an operator with a single shared projector uses
+        self.projectors = per_expert(projector, len(self.widths))
+        if len(set(self.projectors)) > 1 and not kind.per_expert_projector:
+            raise ValueError(f"{params.kind} has one shared projector; got one per expert "
+                             f"({', '.join(self.projectors)})")
+        self.projector = self.projectors[0]
         self.checkpointing = False    # recompute `block`s in backward instead of keeping them
 
     def forward(self, feats: Sequence[Features]) -> VisualTokens:
@@ -73,6 +81,20 @@ class FusionModule(nn.Module, abc.ABC):
 FUSION_MODULES: Registry[type[FusionModule]] = Registry("fusion")
 
 
+def per_expert(projector: Projector, experts: int) -> tuple[str, ...]:
+    """One projector name per expert from a name or a sequence of them (as long as the experts)."""
+    if isinstance(projector, str):
+        return (projector,) * experts
+    if len(projector) != experts:
+        raise ValueError(f"got {len(projector)} projectors for {experts} experts")
+    return tuple(projector)
+
+
 def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int,
-                 projector: str) -> FusionModule:
+                 projector: Projector) -> FusionModule:
+    """The operator `params.kind`; `projector` one name, or one per expert (primary first), given
+    to an operator with one shared projector as that one name."""
+    names = per_expert(projector, len(widths))
+    if not FUSIONS.get(params.kind).per_expert_projector and len(set(names)) == 1:
+        projector = names[0]
     return FUSION_MODULES.get(params.kind)(params, widths, d_model, projector)

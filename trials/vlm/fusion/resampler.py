@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from search_space import Grid, Resampler, is_square
 from trials.vlm.fusion.attention import MultiHead
-from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
+from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, Projector, VisualTokens
 from trials.vlm.projectors import make_projector
 from trials.vlm.reduce import Features
 
@@ -69,10 +69,11 @@ class ResamplerFusion(FusionModule):
     """E groups of `queries` tokens; nothing is shared between experts."""
 
     def __init__(self, params: Resampler, widths: Sequence[int], d_model: int,
-                 projector: str) -> None:
+                 projector: Projector) -> None:
         super().__init__(params, widths, d_model, projector)
         self.grid = query_grid(params.queries)
-        self.experts = nn.ModuleList(ExpertResampler(w, d_model, params, projector) for w in self.widths)
+        self.experts = nn.ModuleList(ExpertResampler(w, d_model, params, name)
+                                     for name, w in zip(self.projectors, self.widths, strict=True))
 
     def fuse(self, feats: Sequence[Features]) -> VisualTokens:
         return VisualTokens(tuple(Features(expert(f.tokens, self.block), self.grid)

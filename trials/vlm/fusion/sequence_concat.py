@@ -1,9 +1,10 @@
 """Sequence concat (MouSi; LEO): a projector per expert, tokens joined along the sequence.
 
-REFERENCE.md: `sum N_e` tokens, one group per expert in order. `expert_embedding: true` adds a
-learned type embedding per expert. `interleave: true` (LEO; equal grids only) alternates
-co-located tokens: ONE group of grid (h, w*E) in row-major order (r, c, e), i.e. token (r, c)
-of expert e sits at column c*E + e.
+REFERENCE.md: `sum N_e` tokens, one group per expert in order; each expert's projector may
+differ (`projector` a mapping; COMM: a 2-layer MLP for DINOv2, a linear one for CLIP).
+`expert_embedding: true` adds a learned type embedding per expert. `interleave: true` (LEO;
+equal grids only) alternates co-located tokens: ONE group of grid (h, w*E) in row-major order
+(r, c, e), i.e. token (r, c) of expert e sits at column c*E + e.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from search_space import FUSIONS, SequenceConcat
-from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, VisualTokens
+from trials.vlm.fusion.base import FUSION_MODULES, FusionModule, Projector, VisualTokens
 from trials.vlm.projectors import make_projector
 from trials.vlm.reduce import Features
 
@@ -28,9 +29,10 @@ class SequenceConcatFusion(FusionModule):
     type_embedding: nn.Parameter | None
 
     def __init__(self, params: SequenceConcat, widths: Sequence[int], d_model: int,
-                 projector: str) -> None:
+                 projector: Projector) -> None:
         super().__init__(params, widths, d_model, projector)
-        self.projs = nn.ModuleList(make_projector(projector, w, d_model) for w in self.widths)
+        self.projs = nn.ModuleList(make_projector(name, w, d_model)
+                                   for name, w in zip(self.projectors, self.widths, strict=True))
         self.type_embedding = None
         if params.expert_embedding:  # BERT-style token-type init, one row per expert
             self.type_embedding = nn.Parameter(torch.randn(len(self.widths), d_model) * 0.02)
