@@ -77,12 +77,23 @@ class Resampler(FusionParams):
 
 
 class SVA(FusionParams):
-    """Cambrian-1 Spatial Vision Aggregator: a G x G query grid attends to local windows."""
+    """Cambrian-1 Spatial Vision Aggregator: a G x G query grid attends to local windows.
+
+    One learnable query expanded over the G x G cells attends to each cell's window of every
+    expert, the global context re-injected in every layer. As Cambrian's connector
+    (`cambrian-mllm/cambrian`, vision_sampler.py and cambrian_arch.py): each expert projected
+    into `width` (Cambrian's `vision_hidden_size`, 1024), `depth` layers of
+    VisionCrossAttentionLayer at that width, then the YAML `projector` from `width` to the LM
+    (Cambrian: mlp2x_gelu, its `mm_projector`); `newline` appends Cambrian's `image_newline`
+    token after every row, so the group is one G x (G + 1) grid. Cambrian's 16 heads are `heads`.
+    """
 
     kind: Literal["sva"] = "sva"
-    queries: SquareInt = 16
+    queries: SquareInt = 16          # G * G cells, one query vector expanded over them
     depth: PositiveInt = 1
     heads: PositiveInt = 4
+    width: PositiveInt = 1024        # the connector's width (Cambrian: vision_hidden_size)
+    newline: bool = False            # image_newline after every row: G x (G + 1) tokens
 
 
 def _fewest(grids: Sequence[Grid]) -> Grid:
@@ -117,7 +128,8 @@ def _resampler(p: Resampler, grids: Sequence[Grid]) -> list[Grid]:
 
 
 def _sva(p: SVA, grids: Sequence[Grid]) -> list[Grid]:
-    return [_query_grid(p.queries)]
+    side = math.isqrt(p.queries)
+    return [(side, side + p.newline)]  # one group; with newline its last column is the newlines
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from search_space.fusions import FUSIONS, Grid
 from search_space.registry import Registry
 from search_space.resources import blocks
-from search_space.resources.blocks import NONE, Block, Flow
+from search_space.resources.blocks import NONE, Block, Flow, layer_norm
 
 
 @dataclass(frozen=True)
@@ -169,19 +169,56 @@ def _resampler(p: object, experts: Sequence[ExpertShape], d: int, projector: str
     return total
 
 
+def _norm_linear(tokens: int, i: int, o: int, flow: Flow, again: bool = False) -> Block:
+    """LayerNorm(i) then Linear(i -> o) without bias; `again`: a second LN on a saved input."""
+    return (layer_norm(tokens, i, flow, shared_input=again)
+            + blocks.linear(tokens, i, o, flow.after(), bias=False))
+
+
+def _sva_layer(cells: int, w: int, windows: Sequence[int], heads: int, q: Flow,
+               kvs: Sequence[Flow]) -> Block:
+    """`trials.vlm.fusion.sva.SVALayer` (Cambrian's VisionCrossAttentionLayer) on one sample:
+    `q` the queries' flow, `kvs` each expert's projected tokens' (the first one's mean is the
+    context)."""
+    inner = blocks.inner_width(w, heads)
+    total = (blocks.linear(1, w, w, kvs[0], bias=False)                   # proj_context, once
+             + blocks.linear(cells, 2 * w, w, q, bias=False))             # proj_in on [q, ctx]
+    x = q.after()
+    total = total + _norm_linear(cells, w, inner, x)                      # q_proj
+    for m, f in zip(windows, kvs, strict=True):
+        keys = f.after() if m > 1 else f                                  # + pos_embed (trains)
+        total = (total + Block(params=m * m * w if m > 1 else 0)
+                 + _norm_linear(cells * m * m, w, inner, keys)            # k_proj_i
+                 + _norm_linear(cells * m * m, w, inner, keys, again=True))  # v_proj_i
+    past = Flow(q.trains, x.active or any(f.active for f in kvs), q.recompute)
+    keys = sum(m * m for m in windows)
+    total = (total + blocks.attention(cells, heads, 1, keys, inner, Flow(False, past.active, q.recompute))
+             + blocks.linear(cells, inner, w, past.after(), bias=False))   # o_proj
+    if past.active and not x.active:  # only the keys need a gradient: no product into the queries
+        total = total + Block(backward=-2 * cells * keys * inner)
+    y = past.after()
+    return (total + layer_norm(cells, w, y) + blocks.linear(cells, w, w, y.after(), bias=False)
+            + blocks.gelu(cells, w, y.after()) + blocks.linear(cells, w, w, y.after(), bias=False))
+
+
 @FUSION_COSTS.decorator("sva")
 def _sva(p: object, experts: Sequence[ExpertShape], d: int, projector: str, flow: Flow) -> Block:
-    g = math.isqrt(p.queries)
-    cells, heads, depth = g * g, p.heads, p.depth
-    windows = [window_side(e.grid, (g, g)) ** 2 for e in experts]
-    total = sum((project(projector, cells * m, e.width, d, _flow(flow, [e]))
-                 for e, m in zip(experts, windows, strict=True)), NONE)
-    total = total + Block(params=cells * d) + blocks.linear(1, experts[0].width, d, _flow(flow, experts[:1]))
-    kv_flow = Flow(flow.trains, flow.active, flow.recompute)
-    q = Flow(flow.trains, flow.trains, flow.recompute)
-    layer = (blocks.multi_head(1, d, [(m, d) for m in windows], d, heads, q, kv_flow, batch=cells)
-             + blocks.layer_norm(cells, d, q.after()) + blocks.mlp4(cells, d, q.after()))
-    return total + depth * layer
+    """`trials.vlm.fusion.sva.SVAFusion` (Cambrian's connector): per-expert LN-ended MLPs into
+    the width W, `depth` SVA layers over the G x G cells, the projector W -> d, the newlines."""
+    g, w = math.isqrt(p.queries), p.width
+    cells, windows = g * g, [window_side(e.grid, (g, g)) for e in experts]
+    total, kvs = NONE, []
+    for e in experts:  # mm_projector_aux_k: Linear, GELU, Linear, LayerNorm on the expert's grid
+        f = _flow(flow, [e])
+        total = (total + blocks.linear(e.tokens, e.width, w, f) + blocks.gelu(e.tokens, w, f.after())
+                 + blocks.linear(e.tokens, w, w, f.after()) + layer_norm(e.tokens, w, f.after()))
+        kvs.append(f.after())
+    q = Flow(flow.trains, flow.trains or kvs[0].active, flow.recompute)  # vision_query and context
+    total = total + Block(params=w) + Block(params=d if p.newline else 0)  # vision_query, image_newline
+    for _ in range(p.depth):
+        total = total + _sva_layer(cells, w, windows, p.heads, q, kvs)
+        q = Flow(q.trains, q.active or any(f.active for f in kvs), q.recompute)
+    return total + project(projector, cells, w, d, q)
 
 
 def connector_cost(fusion: object, experts: Sequence[ExpertShape], d_model: int,

@@ -30,7 +30,8 @@ FUSION_CASES = [{"kind": "channel_concat"}, {"kind": "channel_concat", "grid": 5
                 {"kind": "resampler", "queries": 9, "heads": 2, "depth": 2},
                 {"kind": "resampler", "queries": 5, "heads": 3, "depth": 1},
                 {"kind": "resampler", "queries": 4, "heads": 2, "depth": 1, "width": 40},
-                {"kind": "sva", "queries": 4, "depth": 2, "heads": 2}]
+                {"kind": "sva", "queries": 4, "depth": 2, "heads": 2, "width": 24},
+                {"kind": "sva", "queries": 9, "depth": 1, "heads": 5, "width": 32, "newline": True}]
 BATCH = 2
 
 
@@ -64,10 +65,11 @@ def test_fusion_params_flops_and_activations(case: tuple[dict, int, str | tuple[
     widths = [w for _, w in shapes]
     est = connector_cost(params, [ExpertShape(g, w) for g, w in shapes], D, projector,
                          Flow(True, recompute=False))
-    module = build_fusion(params, widths, D, projector)
+    grids = [g for g, _ in shapes]
+    module = build_fusion(params, widths, D, projector, grids=grids)
     assert sum(p.numel() for p in module.parameters()) == est.params
 
-    meta = build_fusion(params, widths, D, projector).to("meta")
+    meta = build_fusion(params, widths, D, projector, grids=grids).to("meta")
     meta_feats = [Features(torch.randn(BATCH, g[0] * g[1], w, device="meta"), g) for g, w in shapes]
     forward = count_flops(lambda: meta(meta_feats))
     total = count_flops(lambda: meta(meta_feats).tokens.sum().backward())
@@ -108,3 +110,24 @@ def test_gradients_into_the_connector_cost_input_grads() -> None:
     assert live.backward == 2 * frozen.backward  # grad-input as well as grad-weight
     held = connector_cost(params, [ExpertShape((4, 4), 32)], D, "linear", Flow(False))
     assert held.backward == 0 and held.saved == 0 and held.params == frozen.params
+
+
+LIVE = ((False, False, False), (True, False, False), (False, True, False), (True, True, True))
+SVA_FLOWS = [(trains, grads) for trains in (True, False) for grads in LIVE if trains or any(grads)]
+
+
+@pytest.mark.parametrize(("trains", "grads"), SVA_FLOWS)
+def test_sva_flops_with_live_experts(trains: bool, grads: tuple[bool, ...]) -> None:
+    """sva's backward FLOPs when the connector is held or trains and some experts carry a
+    gradient (a frozen connector over a live secondary: the first layer's queries need none)."""
+    params = FUSIONS.get("sva").params(queries=4, depth=2, heads=2, width=24, newline=True)
+    shapes = [ExpertShape(g, w, grad) for (g, w), grad in zip(SHAPES, grads, strict=True)]
+    est = connector_cost(params, shapes, D, "mlp2x_gelu", Flow(trains, recompute=False))
+    meta = build_fusion(params, [s.width for s in shapes], D, "mlp2x_gelu",
+                        grids=[s.grid for s in shapes]).to("meta").requires_grad_(trains)
+    feats = [Features(torch.randn(BATCH, s.tokens, s.width, device="meta", requires_grad=s.grad), s.grid)
+             for s in shapes]
+    forward = count_flops(lambda: meta(feats))
+    total = count_flops(lambda: meta(feats).tokens.sum().backward())
+    assert forward == BATCH * est.forward
+    assert total - forward == BATCH * est.backward

@@ -89,7 +89,8 @@ def test_out_of_memory_at_one_sample_is_an_oom_failure_with_the_estimate(
 
 
 @pytest.mark.parametrize("fusion", [{"kind": "resampler", "queries": 4, "depth": 2},
-                                    {"kind": "sva", "queries": 4, "depth": 2}], ids=["resampler", "sva"])
+                                    {"kind": "sva", "queries": 4, "depth": 2, "width": 32}],
+                         ids=["resampler", "sva"])
 def test_gradient_checkpointing_gives_the_same_losses(fusion: dict[str, Any]) -> None:
     plain, _ = losses(point({"gradient_checkpointing": False}, fusion=fusion))
     checkpointed, _ = losses(point({"gradient_checkpointing": True}, fusion=fusion))

@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from search_space import TrialConfig
+from search_space.cost import UnknownGeometry, expert_grid
 from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
-from trials.vlm.fusion import VisualTokens, build_fusion
+from trials.vlm.fusion import FUSION_MODULES, VisualTokens, build_fusion
 from trials.vlm.lm import IMAGE_TOKEN, load_lm
 from trials.vlm.positions import group_offsets, splice_positions
 from trials.vlm.reduce import Features
@@ -37,12 +38,26 @@ class VLM(nn.Module):
         self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
         widths = [self.experts[n].out_width for n in self.expert_names]
-        self.fusion = build_fusion(point.fusion, widths, self.d_model, point.fusion_projector())
+        self.fusion = build_fusion(point.fusion, widths, self.d_model, point.fusion_projector(),
+                                   grids=self._expert_grids())
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self.chat = ChatFormat(self.tokenizer, point.language_model.system_prompt)
         self.live = [n for n in self.expert_names if self.experts[n].expert.trains]
         self.trainable_parts = self._parts()
         self.precision: str | None = None  # None: bf16 autocast on CUDA only (`use_precision`)
+
+    def _expert_grids(self) -> list[tuple[int, int]] | None:
+        """The experts' grids entering the fusion, for an operator built for them (sva's
+        per-window weights): the cost model's, else (geometry known once loaded) a probe image."""
+        if not FUSION_MODULES.get(self.point.fusion.kind).needs_grids:
+            return None
+        try:
+            return [expert_grid(cfg) for _, cfg in self.point.ordered_experts()]
+        except UnknownGeometry:
+            size = self.point.data.image_size
+            images = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+            with torch.no_grad():
+                return [self.experts[n](images).grid for n in self.expert_names]
 
     # ---- what trains -----------------------------------------------------------------------
 

@@ -44,7 +44,8 @@ PARAMS: list[FusionParams] = [
     CrossAttention(heads=1), CrossAttention(heads=2), CrossAttention(heads=3),
     Resampler(queries=4, heads=2, depth=1), Resampler(queries=6, heads=4, depth=2),
     Resampler(queries=4, heads=2, depth=1, width=12),
-    SVA(queries=4, heads=2, depth=1), SVA(queries=9, heads=3, depth=2),
+    SVA(queries=4, heads=2, depth=1, width=16), SVA(queries=9, heads=3, depth=2, width=24),
+    SVA(queries=4, heads=3, depth=1, width=20, newline=True),  # inner width 21: rounded up to 3 heads
 ]
 INTERLEAVE = [SequenceConcat(interleave=True), SequenceConcat(interleave=True, expert_embedding=True)]
 
@@ -61,7 +62,7 @@ def make_feats(spec: Spec, seed: int = 0) -> list[Features]:
 def build(params: FusionParams, spec: Spec, projector: str | Sequence[str] = "linear",
           seed: int = 0) -> FusionModule:
     torch.manual_seed(seed)
-    return build_fusion(params, [c for _, _, c in spec], D, projector)
+    return build_fusion(params, [c for _, _, c in spec], D, projector, grids=[(h, w) for h, w, _ in spec])
 
 
 def perturb(feats: list[Features], expert: int, rows: range, cols: range) -> list[Features]:
@@ -180,7 +181,7 @@ def test_sva_sees_only_its_window() -> None:
     """G = 2; experts 4x4 (m=2), 8x8 (m=4), 6x6 (m=3): query (0, 0) owns each map's top-left quarter."""
     spec = [(4, 4, 16), (8, 8, 24), (6, 6, 32)]
     feats = make_feats(spec)
-    module = build(SVA(queries=4, heads=2, depth=2), spec)
+    module = build(SVA(queries=4, heads=2, depth=2, width=16), spec)
     base = module(feats).tokens  # (B, 4, D)
     for expert, far in [(1, range(4, 8)), (2, range(3, 6))]:
         out = module(perturb(feats, expert, far, far)).tokens
@@ -188,9 +189,27 @@ def test_sva_sees_only_its_window() -> None:
         assert not torch.allclose(out[:, 3], base[:, 3])
     near = module(perturb(feats, 1, range(0, 1), range(0, 1))).tokens
     assert not torch.allclose(near[:, 0], base[:, 0])
-    # the first expert also feeds the global context, which every query sees
+    # the first expert also feeds the global context (the mean of its projected tokens), which
+    # every query sees: changing its far quarter reaches query (0, 0) through the context only
     context = module(perturb(feats, 0, range(2, 4), range(2, 4))).tokens
     assert not torch.allclose(context[:, 0], base[:, 0])
+    # with the context held (two of its tokens swapped: the same mean), query (0, 0) keeps its
+    # output and query (1, 1), whose window they are in, does not
+    first = feats[0].tokens.clone()
+    first[:, [10, 15]] = first[:, [15, 10]]  # cells (2, 2) and (3, 3) of the 4x4 map
+    swapped = module([Features(first, feats[0].grid), *feats[1:]]).tokens
+    torch.testing.assert_close(swapped[:, 0], base[:, 0], rtol=0, atol=1e-6)
+    assert not torch.allclose(swapped[:, 3], base[:, 3])
+
+
+def test_sva_checks_its_grids() -> None:
+    """The per-window position embeddings are built for the experts' grids: others are refused."""
+    spec = EXPERT_SETS["2"]
+    with pytest.raises(ValueError, match="sva is built for its experts' grids"):
+        build_fusion(SVA(width=16), [16, 24], D, "linear")
+    module = build(SVA(queries=4, width=16), spec)
+    with pytest.raises(ValueError, match=r"built for expert grids \[\(4, 4\), \(8, 8\)\]"):
+        module(make_feats([(4, 4, 16), (6, 6, 24)]))
 
 
 @pytest.mark.parametrize("queries, grid", [(4, (2, 2)), (6, (1, 6)), (9, (3, 3))])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +41,12 @@ class VisualTokens:
 class FusionModule(nn.Module, abc.ABC):
     """Base of the operators: `forward(feats) -> VisualTokens`, feats primary first.
 
-    Checks the number of experts, then calls the operator's own `fuse`.
+    Checks the number of experts, then calls the operator's own `fuse`. An operator whose
+    weights depend on its inputs' grids (sva: per-window position embeddings) sets `needs_grids`
+    and takes them as `grids=` (the experts' grids entering the fusion, primary first).
     """
+
+    needs_grids: ClassVar[bool] = False
 
     def __init__(self, params: FusionParams, widths: Sequence[int], d_model: int,
                  projector: Projector) -> None:
@@ -90,11 +95,17 @@ def per_expert(projector: Projector, experts: int) -> tuple[str, ...]:
     return tuple(projector)
 
 
-def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int,
-                 projector: Projector) -> FusionModule:
+def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int, projector: Projector,
+                 grids: Sequence[Grid] | None = None) -> FusionModule:
     """The operator `params.kind`; `projector` one name, or one per expert (primary first), given
-    to an operator with one shared projector as that one name."""
+    to an operator with one shared projector as that one name; `grids` (primary first) reach
+    only an operator that needs them."""
     names = per_expert(projector, len(widths))
     if not FUSIONS.get(params.kind).per_expert_projector and len(set(names)) == 1:
         projector = names[0]
-    return FUSION_MODULES.get(params.kind)(params, widths, d_model, projector)
+    module = FUSION_MODULES.get(params.kind)
+    if not module.needs_grids:
+        return module(params, widths, d_model, projector)
+    if grids is None:
+        raise ValueError(f"{params.kind} is built for its experts' grids: pass grids=[(h, w), ...]")
+    return module(params, widths, d_model, projector, grids=grids)
