@@ -134,3 +134,13 @@ def test_a_resampler_width_enters_the_hash_only_when_set() -> None:
     assert base.fusion.kind == "resampler" and "width" not in base.canonical_json()
     assert point_of(resampler.replace("heads: 2}", "heads: 2, width: null}")).config_hash == base.config_hash
     assert point_of(resampler.replace("heads: 2}", "heads: 2, width: 32}")).config_hash != base.config_hash
+
+
+def test_an_experts_merge_grid_enters_the_hash_only_when_largest() -> None:
+    """Designs written before `merge_grid` existed keep their identity (smallest was the rule)."""
+    base = point_of(POINT)
+    assert "merge_grid" not in base.canonical_json()
+    smallest = point_of(POINT.replace("tokens: 64}", "tokens: 64, merge_grid: smallest}"))
+    assert smallest.config_hash == base.config_hash == "50e64ed7fadc6079"
+    largest = point_of(POINT.replace("tokens: 64}", "tokens: 64, merge_grid: largest}"))
+    assert largest.config_hash != base.config_hash and '"merge_grid":"largest"' in largest.canonical_json()
