@@ -13,7 +13,15 @@ from search_space.components import (
     is_square,
     register_evaluator_plugins,
 )
-from search_space.cost import Cost, CostRange, UnknownGeometry, point_cost, position_ids, space_cost_range
+from search_space.cost import (
+    MERGE_GRIDS,
+    Cost,
+    CostRange,
+    UnknownGeometry,
+    point_cost,
+    position_ids,
+    space_cost_range,
+)
 from search_space.errors import InvalidDesign, Problem, SpaceError
 from search_space.eval_formats import EvalSpec, FileField
 from search_space.events import Ending, Front, Sinks, StudyInfo
@@ -75,6 +83,7 @@ __all__ = [
     "GB",
     "IMAGE_TOKEN",
     "LM_PRESETS",
+    "MERGE_GRIDS",
     "METRICS",
     "METRIC_ORDER",
     "NB201_OPS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from search_space.components import POSITIONS
@@ -27,6 +27,18 @@ class Cost:
     groups: tuple[Grid, ...]  # the visual groups the LM receives, in order
 
 
+def _area(grid: Grid) -> int:
+    return grid[0] * grid[1]
+
+
+# where an expert's merged layers meet without `tokens` (ExpertConfig.merge_grid); the first of
+# equal grids wins. trials.vlm.reduce.target_grid reads this table, so module and model agree.
+MERGE_GRIDS: dict[str, Callable[[Sequence[Grid]], Grid]] = {
+    "smallest": lambda grids: min(grids, key=_area),  # larger layers pooled (adaptive average)
+    "largest": lambda grids: max(grids, key=_area),   # smaller layers resized up (bilinear, MGM)
+}
+
+
 def expert_grid(cfg: ExpertConfig) -> Grid:
     """The expert's grid after layer merge and reduction (REFERENCE.md: token reduction)."""
     if cfg.tokens is not None:
@@ -37,7 +49,7 @@ def expert_grid(cfg: ExpertConfig) -> Grid:
         raise UnknownGeometry(f"the grid of '{cfg.source}' is unknown until it is loaded; "
                               "set `tokens` to fix it")
     grids = [info.grid(layer, cfg.image_size) for layer in cfg.layer_list]
-    return min(grids, key=lambda g: g[0] * g[1])  # merged layers meet at the smallest grid
+    return MERGE_GRIDS[cfg.merge_grid](grids)  # merged layers meet at the smallest / largest grid
 
 
 def groups_cost(groups: Sequence[Grid], positions: str) -> Cost:

@@ -70,6 +70,7 @@ def projectors_of(per_expert: Any) -> Any:
 Projectors = projectors_of(ProjectorName)
 LayerSel = int | Annotated[tuple[int, ...], Field(min_length=1)]
 ImageSide = Annotated[int, Field(ge=16, le=4096)]
+MergeGrid = Literal["smallest", "largest"]  # smallest: pooled down; largest: bilinear up (Mini-Gemini)
 
 
 class DataConfig(Frozen):
@@ -115,7 +116,7 @@ class ExpertConfig(Frozen):
     """One vision expert: which layers, merged how, reduced to how many tokens; frozen (its
     features cached) unless `train` says otherwise (then it runs live every step)."""
 
-    added: ClassVar[frozenset[str]] = frozenset({"train"})  # left out of the hash at default
+    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid"})  # left out of the hash at default
 
     source: ExpertSource
     layers: LayerSel = -1
@@ -124,6 +125,7 @@ class ExpertConfig(Frozen):
     image_size: ImageSide | None = None  # the expert's input side; null: its native size
     primary: bool = False                # the primary expert of mr_adapter / cross_attention
     train: TrainMode = "frozen"          # lora / full: the expert trains (EAGLE, LLaVA-HR)
+    merge_grid: MergeGrid = "smallest"   # without tokens, merged layers meet at this grid (largest: MGM)
 
     @property
     def layer_list(self) -> tuple[int, ...]:

@@ -66,12 +66,15 @@ class CacheStats:
 
 
 def cache_key(identity: str, image_size: int, layers: tuple[int, ...], tokens: int | None,
-              data_fingerprint: str, dtype: str = "float32") -> str:
-    """Everything the cached tensors depend on, hashed (the dtype only when not fp32)."""
+              data_fingerprint: str, dtype: str = "float32", merge_grid: str = "smallest") -> str:
+    """Everything the cached tensors depend on, hashed (the dtype only when not fp32, the merge
+    grid only when not the smallest, so older keys stand)."""
     spec = {"v": VERSION, "expert": identity, "image_size": image_size, "layers": list(layers),
             "tokens": tokens, "data": data_fingerprint}
     if dtype != "float32":
         spec["dtype"] = dtype
+    if merge_grid != "smallest":
+        spec["merge_grid"] = merge_grid
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -37,6 +37,11 @@ SMALL: dict[str, dict[str, Any]] = {
                                               "convnext": {"source": "tiny-convnext", "layers": 1}},
                                   "fusion": {"kind": "cross_attention", "heads": 2},
                                   "language_model": {"source": "tiny-llama", "train": "frozen"}},
+    "cross-attention-stages-largest": {  # Mini-Gemini's shape: four ConvNeXt stages at 24x24, M = 8
+        "experts": {"clip": {"source": "tiny-clip", "tokens": 9},
+                    "convnext": {"source": "tiny-convnext", "layers": [1, 2, 3, 4], "merge": "concat",
+                                 "merge_grid": "largest"}},
+        "fusion": {"kind": "cross_attention"}, "language_model": {"source": "tiny-llama", "train": "frozen"}},
     "sva-layerscale": {"experts": {"clip": {"source": "tiny-clip", "layers": [-1, -2, -3]},
                                    "dinov2": {"source": "tiny-dinov2"}},
                        "fusion": {"kind": "sva", "queries": 16, "depth": 2}},

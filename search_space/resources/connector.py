@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from search_space.errors import InvalidDesign
 from search_space.fusions import FUSIONS, Grid
 from search_space.registry import Registry
 from search_space.resources import blocks
@@ -135,15 +136,42 @@ def window_side(grid: Grid, base: Grid) -> int:
     return max(1, round(math.sqrt(grid[0] * grid[1] / (base[0] * base[1]))))
 
 
+def _window_attention(n: int, keys: int, c: int, heads: int, q_grad: bool, kv_grad: bool) -> Block:
+    """`trials.vlm.fusion.cross_attention.attend` over H heads: `n` queries of width c, each on
+    its own `keys` keys. Forward: Q K^T and A V, 2*n*keys*c FLOPs each over all heads. Backward:
+    grad-Q (Q needs one) and grad-K (K does) of the first, grad-A (either) and grad-V (V does) of
+    the second. Saved: K/sqrt(c_h) for grad-Q, Q for grad-K, nan_to_num's input and softmax's
+    output (H scores per key and query), V for grad-A (A is softmax's output, saved once)."""
+    product, either = 2 * n * keys * c, q_grad or kv_grad
+    backward = product * (q_grad + kv_grad + either + kv_grad)
+    saved = n * keys * c * q_grad + n * c * kv_grad + (2 * n * heads * keys + n * keys * c) * either
+    return Block(0, 2 * product, backward, saved)
+
+
 @FUSION_COSTS.decorator("cross_attention")
 def _cross_attention(p: object, experts: Sequence[ExpertShape], d: int, projector: str,
                      flow: Flow) -> Block:
+    """Mini-Gemini's patch info mining as `trials.vlm.fusion.cross_attention` builds it:
+    LN + Linear(C -> C) on the primary's N tokens; per secondary, LN + Linear(C_k -> C) for K and
+    for V on its N * M_k^2 window tokens (both LNs read one tensor, saved once); the window
+    attention; `X + A V` (no FLOPs); the projector on N tokens."""
     primary, *secondaries = experts
-    n, c = primary.tokens, primary.width
-    kv = [(window_side(s.grid, primary.grid) ** 2, s.width) for s in secondaries]
-    attn = blocks.multi_head(1, c, kv, c, getattr(p, "heads", 1), _flow(flow, [primary]),
-                             _flow(flow, secondaries), norm=True, batch=n)
-    return attn + project(projector, n, c, d, Flow(flow.trains, flow.active, flow.recompute))
+    n, c, heads = primary.tokens, primary.width, getattr(p, "heads", 1)
+    if heads > c:
+        raise InvalidDesign(f"cross_attention heads {heads} exceed the primary expert's width {c}; "
+                            f"use at most {c} heads")
+    q = _flow(flow, [primary])
+    total, keys = blocks.layer_norm(n, c, q) + blocks.linear(n, c, c, q.after()), 0
+    for s in secondaries:
+        m2, f = window_side(s.grid, primary.grid) ** 2, _flow(flow, [s])
+        rows = n * m2
+        for again in (False, True):  # K, then V
+            total = (total + blocks.layer_norm(rows, s.width, f, shared_input=again)
+                     + blocks.linear(rows, s.width, c, f.after()))
+        keys += m2
+    kv = _flow(flow, secondaries)
+    total = total + _window_attention(n, keys, c, heads, q.after().active, kv.after().active)
+    return total + project(projector, n, c, d, _flow(flow, experts).after())  # X + A V
 
 
 def _perceiver_layer(queries: int, keys: int, d: int, heads: int, flow: Flow) -> Block:

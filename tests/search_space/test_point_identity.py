@@ -78,7 +78,9 @@ RELEASED_HASHES = {
     "mousi": ["650cebdeeb4d3214", "b878f170b56d539f", "8118781976918d7e"],
     "nasbench201": ["d76b13b673397b71", "add18b78637c3145", "7a9deb560f511b4c"],
     "planted": ["53ba9da45c2c04dd", "fa4644b02f0c9445", "4cb6821a17daa95b"],
-    "quickstart": ["49f65a6e4eea2dd8", "3bf780258e264882", "e9fa977ea586354b"],
+    # seed 1 draws an sva design: Cambrian's faithful SVA (issue 16) is another operator, so its
+    # designs got new identities (was 3bf780258e264882)
+    "quickstart": ["49f65a6e4eea2dd8", "e6619658c3164b80", "e9fa977ea586354b"],
 }
 
 
@@ -134,3 +136,13 @@ def test_a_resampler_width_enters_the_hash_only_when_set() -> None:
     assert base.fusion.kind == "resampler" and "width" not in base.canonical_json()
     assert point_of(resampler.replace("heads: 2}", "heads: 2, width: null}")).config_hash == base.config_hash
     assert point_of(resampler.replace("heads: 2}", "heads: 2, width: 32}")).config_hash != base.config_hash
+
+
+def test_an_experts_merge_grid_enters_the_hash_only_when_largest() -> None:
+    """Designs written before `merge_grid` existed keep their identity (smallest was the rule)."""
+    base = point_of(POINT)
+    assert "merge_grid" not in base.canonical_json()
+    smallest = point_of(POINT.replace("tokens: 64}", "tokens: 64, merge_grid: smallest}"))
+    assert smallest.config_hash == base.config_hash == "50e64ed7fadc6079"
+    largest = point_of(POINT.replace("tokens: 64}", "tokens: 64, merge_grid: largest}"))
+    assert largest.config_hash != base.config_hash and '"merge_grid":"largest"' in largest.canonical_json()

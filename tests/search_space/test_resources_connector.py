@@ -131,3 +131,29 @@ def test_sva_flops_with_live_experts(trains: bool, grads: tuple[bool, ...]) -> N
     total = count_flops(lambda: meta(feats).tokens.sum().backward())
     assert forward == BATCH * est.forward
     assert total - forward == BATCH * est.backward
+
+
+@pytest.mark.parametrize("grads", [(True, False, False), (False, True, False), (False, False, True),
+                                   (True, True, True)])
+def test_cross_attention_held_with_live_experts(grads: tuple[bool, bool, bool]) -> None:
+    """A held connector (its weights frozen) between experts that train: backward FLOPs and the
+    bytes saved follow whichever of Q (primary) and K/V (each secondary) need a gradient; a 3x3
+    primary on a 24x24 map (M = 8) and a 6x6 one (M = 2)."""
+    shapes = [((3, 3), 32), ((24, 24), 48), ((6, 6), 16)]
+    params = FUSIONS.get("cross_attention").params(heads=2)
+    experts = [ExpertShape(g, w, grad) for (g, w), grad in zip(shapes, grads, strict=True)]
+    est = connector_cost(params, experts, D, "mlp2x_gelu", Flow(False, recompute=False))
+
+    def feats(device: str) -> list[Features]:
+        return [Features(torch.randn(BATCH, g[0] * g[1], w, device=device, requires_grad=grad), g)
+                for (g, w), grad in zip(shapes, grads, strict=True)]
+
+    meta = build_fusion(params, [w for _, w in shapes], D, "mlp2x_gelu").requires_grad_(False).to("meta")
+    x = feats("meta")
+    forward = count_flops(lambda: meta(x))
+    assert forward == BATCH * est.forward
+    assert count_flops(lambda: meta(x).tokens.sum().backward()) - forward == BATCH * est.backward
+    module = build_fusion(params, [w for _, w in shapes], D, "mlp2x_gelu").requires_grad_(False)
+    real = feats("cpu")
+    measured = saved_bytes(lambda: module(real).tokens, exclude=list(module.parameters()))
+    assert measured == BATCH * 4 * est.saved

@@ -40,8 +40,10 @@ def test_key_covers_everything_the_features_depend_on() -> None:
                     cache_key("preset:tiny-clip@1", 128, (-1,), 16, "data1"),
                     cache_key("preset:tiny-clip@1", 96, (-2,), 16, "data1"),
                     cache_key("preset:tiny-clip@1", 96, (-1,), 64, "data1"),
-                    cache_key("preset:tiny-clip@1", 96, (-1,), 16, "data2")]:
+                    cache_key("preset:tiny-clip@1", 96, (-1,), 16, "data2"),
+                    cache_key("preset:tiny-clip@1", 96, (-1,), 16, "data1", merge_grid="largest")]:
         assert changed != base
+    assert base == cache_key("preset:tiny-clip@1", 96, (-1,), 16, "data1", merge_grid="smallest")
 
 
 def test_memory_then_disk_hits(tmp_path: Path) -> None:

@@ -321,12 +321,12 @@ class ExpertTokens(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.expert = expert if expert is not None else Expert(cfg, random_weights)
-        self.merge = MERGE_MODULES.get(cfg.merge)(self.expert.layer_widths)
+        self.merge = MERGE_MODULES.get(cfg.merge)(self.expert.layer_widths, cfg.merge_grid)
         self.out_width = self.merge.out_width
 
     def pool(self, layers: list[Features]) -> list[Features]:
         """The selected layers on the final grid (frozen and cacheable): each (B, h*w, C_i)."""
-        return pool_layers(layers, self.cfg.tokens)
+        return pool_layers(layers, self.cfg.tokens, self.cfg.merge_grid)
 
     def features(self, images: Tensor) -> list[Features]:
         """The frozen part for uint8 images: expert forward, then `pool`."""

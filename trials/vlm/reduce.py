@@ -1,7 +1,8 @@
 """Token reduction on an expert's 2-D grid, and the merges of several layers of one expert.
 
 REFERENCE.md, "Layer selection and merging" and "Token reduction": merged layers meet at the
-smallest grid among them (adaptive average pooling), then concat / mean / LLN-Layerscale.
+smallest grid among them (adaptive average pooling), or with `merge_grid: largest` at the largest
+(bilinear, as Mini-Gemini upsamples its ConvNeXt stages), then concat / mean / LLN-Layerscale.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import Registry
+from search_space import MERGE_GRIDS, Registry
 
 Grid = tuple[int, int]
 
 __all__ = ["MERGE_MODULES", "Concat", "Features", "Grid", "LayerMerge", "LayerScale", "Mean",
-           "adaptive_pool", "pixel_unshuffle_tokens", "pool_layers", "resize_grid", "target_grid"]
+           "adaptive_pool", "meet", "pixel_unshuffle_tokens", "pool_layers", "resize_grid", "target_grid"]
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,25 @@ def adaptive_pool(tokens: Tensor, grid: Grid, out_grid: Grid) -> Tensor:
     return _to_tokens(F.adaptive_avg_pool2d(_to_map(tokens, grid), tuple(out_grid)))
 
 
-def resize_grid(tokens: Tensor, grid: Grid, out_grid: Grid) -> Tensor:
-    """Bilinear resize of the token grid (EAGLE: `align_corners=True`)."""
+def resize_grid(tokens: Tensor, grid: Grid, out_grid: Grid, align_corners: bool = True) -> Tensor:
+    """Bilinear resize of the token grid (EAGLE: `align_corners=True`; Mini-Gemini: False)."""
     if tuple(grid) == tuple(out_grid):
         return tokens
     fmap = F.interpolate(_to_map(tokens, grid), size=tuple(out_grid), mode="bilinear",
-                         align_corners=True)
+                         align_corners=align_corners)
     return _to_tokens(fmap)
+
+
+def meet(feats: Features, grid: Grid) -> Features:
+    """One layer on `grid`: pooled (adaptive average) when larger, resized up when smaller as
+    Mini-Gemini resizes its ConvNeXt stages (`F.interpolate` bilinear, `align_corners=False`,
+    in fp32, then back to the layer's dtype; dvlab-research/MGM openclip_encoder.py `backbone`)."""
+    if tuple(feats.grid) == tuple(grid):
+        return feats
+    if feats.grid[0] * feats.grid[1] >= grid[0] * grid[1]:
+        return Features(adaptive_pool(feats.tokens, feats.grid, grid), grid)
+    up = resize_grid(feats.tokens.float(), feats.grid, grid, align_corners=False)
+    return Features(up.to(feats.tokens.dtype), grid)
 
 
 def pixel_unshuffle_tokens(tokens: Tensor, grid: Grid, r: int) -> tuple[Tensor, Grid]:
@@ -80,36 +93,44 @@ def pixel_unshuffle_tokens(tokens: Tensor, grid: Grid, r: int) -> tuple[Tensor, 
     return x.reshape(b, (h // r) * (w // r), r * r * c), (h // r, w // r)
 
 
-def target_grid(grids: Sequence[Grid], tokens: int | None) -> Grid:
-    """An expert's final grid: sqrt(tokens) square, else the smallest of its layers' grids."""
+def target_grid(grids: Sequence[Grid], tokens: int | None, merge_grid: str = "smallest") -> Grid:
+    """An expert's final grid: sqrt(tokens) square, else the smallest (`merge_grid: largest`: the
+    largest) of its layers' grids, as `search_space.cost.expert_grid` computes it."""
     if tokens is None:
-        return min(grids, key=lambda g: g[0] * g[1])
+        return MERGE_GRIDS[merge_grid](grids)
     side = math.isqrt(tokens)
     if side * side != tokens:
         raise ValueError(f"tokens must be a perfect square, got {tokens}")
     return side, side
 
 
-def pool_layers(feats: Sequence[Features], tokens: int | None) -> list[Features]:
+def pool_layers(feats: Sequence[Features], tokens: int | None, merge_grid: str = "smallest"
+                ) -> list[Features]:
     """Every selected layer pooled (adaptive average) to the expert's final grid.
 
     vlmsearch rule: layers are reduced *before* they are merged, so the frozen, cacheable part of
     an expert ends at its final grid. For `mean` and `concat` this equals merging first (pooling
-    is linear); for `layerscale` the LayerNorms see pooled tokens.
+    is linear); for `layerscale` the LayerNorms see pooled tokens. Without `tokens`, layers
+    smaller than the final grid (`merge_grid: largest`) stay on their own grids here: the merge
+    resizes them up (`meet`), so the cache holds the native maps (Mini-Gemini's four ConvNeXt-L
+    stages at 768 px: 13.3 M values per image, not the 106 M of the 192x192x2880 map).
     """
-    grid = target_grid([f.grid for f in feats], tokens)
-    return [Features(adaptive_pool(f.tokens, f.grid, grid), grid) for f in feats]
+    grid = target_grid([f.grid for f in feats], tokens, merge_grid)
+    later = tokens is None  # upsampling waits for the merge
+    return [f if later and f.grid[0] * f.grid[1] < grid[0] * grid[1]
+            else Features(adaptive_pool(f.tokens, f.grid, grid), grid) for f in feats]
 
 
 class LayerMerge(nn.Module, abc.ABC):
     """Merges the selected layers of one expert into one `Features` (a single layer passes)."""
 
-    def __init__(self, widths: Sequence[int]) -> None:
+    def __init__(self, widths: Sequence[int], merge_grid: str = "smallest") -> None:
         super().__init__()
         if not widths:
             raise ValueError("a layer merge needs at least one layer")
         self.widths = tuple(int(w) for w in widths)
         self.out_width = self.width_after(self.widths)
+        self.merge_grid = merge_grid  # where the layers meet (ExpertConfig.merge_grid)
 
     @staticmethod
     def width_after(widths: Sequence[int]) -> int:
@@ -121,8 +142,9 @@ class LayerMerge(nn.Module, abc.ABC):
             raise ValueError(f"expected {len(self.widths)} layers, got {len(feats)}")
         if len(feats) == 1:
             return feats[0]
-        aligned = pool_layers(feats, None)  # already equal after `pool_layers(..., tokens)`
-        return Features(self.combine([f.tokens for f in aligned]), aligned[0].grid)
+        grid = target_grid([f.grid for f in feats], None, self.merge_grid)
+        aligned = [meet(f, grid) for f in feats]  # equal already after `pool_layers`, but upsampling
+        return Features(self.combine([f.tokens for f in aligned]), grid)
 
     @abc.abstractmethod
     def combine(self, tokens: list[Tensor]) -> Tensor:
@@ -144,11 +166,11 @@ class Concat(LayerMerge):
 
 @MERGE_MODULES.decorator("mean", "average the selected layers (they must be equally wide)")
 class Mean(LayerMerge):
-    def __init__(self, widths: Sequence[int]) -> None:
+    def __init__(self, widths: Sequence[int], merge_grid: str = "smallest") -> None:
         if len(set(widths)) > 1:
             raise ValueError(f"merge 'mean' needs layers of one width, got widths {list(widths)}; "
                              "use merge 'concat' or 'layerscale', or pick equally wide layers")
-        super().__init__(widths)
+        super().__init__(widths, merge_grid)
 
     def combine(self, tokens: list[Tensor]) -> Tensor:
         return torch.stack(tokens).mean(dim=0)  # (B, N, C)
@@ -158,8 +180,8 @@ class Mean(LayerMerge):
 class LayerScale(LayerMerge):
     """`v = sum_i softmax(a)_i * (W_i LN_i(x_i) + b_i)`; W_i: C_i -> C_out (the last layer's width)."""
 
-    def __init__(self, widths: Sequence[int]) -> None:
-        super().__init__(widths)
+    def __init__(self, widths: Sequence[int], merge_grid: str = "smallest") -> None:
+        super().__init__(widths, merge_grid)
         merged = self.widths if len(self.widths) > 1 else ()  # one layer passes unchanged
         self.norms = nn.ModuleList(nn.LayerNorm(w) for w in merged)
         self.projs = nn.ModuleList(nn.Linear(w, self.out_width) for w in merged)

@@ -69,6 +69,21 @@ def test_merged_layers_grid(name: str, merge: str, tokens: int | None, images: t
     check_pipeline(ExpertConfig(source=name, layers=layers, merge=merge, tokens=tokens), images)
 
 
+@pytest.mark.parametrize("tokens", [None, 36])
+@pytest.mark.parametrize("merge", MERGE_NAMES)
+def test_merge_grid_largest(merge: str, tokens: int | None, images: torch.Tensor) -> None:
+    """tiny-convnext stages 1-3 (24x24 x 16, 12x12 x 32, 6x6 x 64; `mean`: hidden states 0-1,
+    both 24x24 x 16) meet at the largest grid (`tokens` still wins), the cost model's grid. The
+    cached part keeps each stage at its own grid; the merge resizes the smaller ones up."""
+    layers = (0, 1) if merge == "mean" else (1, 2, 3)
+    cfg = ExpertConfig(source="tiny-convnext", layers=layers, merge=merge, merge_grid="largest",
+                       tokens=tokens)
+    assert check_pipeline(cfg, images).grid == ((24, 24) if tokens is None else (6, 6))
+    native = [PRESETS.get("tiny-convnext").grid(i) for i in layers]
+    cached = [f.grid for f in ExpertTokens(cfg).features(images)]
+    assert cached == (native if tokens is None else [(6, 6)] * len(layers))
+
+
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_every_layer_is_read(name: str, images: torch.Tensor) -> None:
     info = PRESETS.get(name)

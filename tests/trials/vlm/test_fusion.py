@@ -117,6 +117,15 @@ def test_contract(params: FusionParams, experts: str, projector: str) -> None:
     check_contract(params, EXPERT_SETS[experts], projector)
 
 
+@pytest.mark.parametrize("projector", PROJECTORS.names())
+@pytest.mark.parametrize("heads", [1, 2])
+def test_contract_cross_attention_on_a_stage_merged_map(heads: int, projector: str) -> None:
+    """A 3x3 primary on a 24x24 map four stages wide (tiny-convnext, `merge_grid: largest`):
+    M = 8, as Mini-Gemini's 24x24 CLIP grid on its 192x192 ConvNeXt map; with a second one."""
+    check_contract(CrossAttention(heads=heads), [(3, 3, 16), (24, 24, 240)], projector)
+    check_contract(CrossAttention(heads=heads), [(3, 3, 16), (24, 24, 240), (6, 6, 24)], projector)
+
+
 @pytest.mark.parametrize("experts", EQUAL_SETS)
 @pytest.mark.parametrize("params", INTERLEAVE, ids=params_id)
 def test_contract_interleave(params: FusionParams, experts: str) -> None:
