@@ -17,6 +17,7 @@ from search_space.numbers import Seed
 from search_space.presets import LM_PRESETS, PRESETS
 from search_space.ranges import TAG, Scalar
 from search_space.registry import Registry, unknown_name_message
+from search_space.sources import is_source_ref, parse_source
 
 BENCHMARKS = ("probe", "llava")
 
@@ -44,6 +45,8 @@ def _preset_source(registry: Registry[Any]) -> AfterValidator:
             raise ValueError(unknown_name_message(registry.kind, source, registry.names()))
         if not source.strip():
             raise ValueError("source is empty; name a preset, an HF model id or a directory")
+        if is_source_ref(source):
+            parse_source(source)  # timm:/open_clip: sources: their syntax
         return source
 
     return AfterValidator(check)
@@ -116,7 +119,8 @@ class ExpertConfig(Frozen):
     """One vision expert: which layers, merged how, reduced to how many tokens; frozen (its
     features cached) unless `train` says otherwise (then it runs live every step)."""
 
-    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid"})  # left out of the hash at default
+    # left out of the hash at their defaults
+    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid", "trust_remote_code"})
 
     source: ExpertSource
     layers: LayerSel = -1
@@ -126,6 +130,7 @@ class ExpertConfig(Frozen):
     primary: bool = False                # the primary expert of mr_adapter / cross_attention
     train: TrainMode = "frozen"          # lora / full: the expert trains (EAGLE, LLaVA-HR)
     merge_grid: MergeGrid = "smallest"   # without tokens, merged layers meet at this grid (largest: MGM)
+    trust_remote_code: bool = False      # run the checkpoint's own modeling code (InternViT, ...)
 
     @property
     def layer_list(self) -> tuple[int, ...]:

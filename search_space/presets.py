@@ -199,7 +199,10 @@ def looks_like_path(source: str) -> bool:
 
 
 def expert_info(source: str) -> ExpertInfo | None:
-    """What is known about `source` without downloading: a preset, a known id, a local config."""
+    """What is known about `source` without downloading: a preset, a known id, a local config,
+    a `timm:` / `open_clip:` source (search_space/sources.py)."""
+    if _sources.is_source_ref(source):
+        return _sources.source_info(source)
     if source in PRESETS:
         return PRESETS.get(source)
     if source in KNOWN_CHECKPOINTS:
@@ -228,6 +231,9 @@ def read_config(file: Path) -> dict[str, Any]:
                          "HF config.json") from None
     return config
 
+
+# timm / OpenCLIP experts: their families and geometry (imported last: it reads this module)
+from search_space import sources as _sources  # noqa: E402
 
 LM_PRESETS: Registry[dict[str, Any]] = Registry("language model preset")
 LM_PRESETS.register(

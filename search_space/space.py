@@ -62,7 +62,7 @@ def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozense
     return model
 
 
-ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary"}))
+ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary", "trust_remote_code"}))
 LanguageModelSpace = tunable_model(LanguageModelConfig)
 StageSpace = tunable_model(Stage)
 TrainSpace = tunable_model(TrainConfig, own={

@@ -20,6 +20,7 @@ from search_space.resources.connector import MERGE_COSTS, ExpertShape, connector
 from search_space.resources.devices import DEVICE_PROFILES, GB, DeviceProfile
 from search_space.resources.lm import LMArch, lm_arch, lm_cost, lm_forward_flops
 from search_space.resources.ops import DTYPE_BYTES, PartCost
+from search_space.resources.vision import VISION_FAMILIES
 from search_space.resources.vision import vision_cost as _vision_cost
 
 MARGIN = 0.9              # plan to use at most this share of the device's memory
@@ -128,6 +129,9 @@ def _info(cfg: ExpertConfig) -> ExpertInfo:
     if info is None:
         raise CannotEstimate(f"expert '{cfg.source}' is not known without downloading its config; "
                              "name a local directory or a known checkpoint (vlmsearch list presets)")
+    if info.family not in VISION_FAMILIES:  # generic HF models, timm, OpenCLIP: no formula yet
+        raise CannotEstimate(f"expert '{cfg.source}' ({info.family} family) has no resource formula "
+                             "(search_space/resources/vision_families.py); no estimate is made")
     return info
 
 

@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import cached_file
 
 from search_space import FAMILIES, PRESETS, ExpertConfig, ExpertInfo, Registry, expert_info, info_from_config
+from trials.vlm.expert_sources import needs_remote_code, register_adapters, remote_code_refused
 from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import MERGE_MODULES, Features, Grid, pool_layers
 
@@ -44,6 +45,20 @@ class FamilyAdapter:
     std: ClassVar[RGB] = IMAGENET_STD
     fixed_image_size: ClassVar[bool] = False    # the config fixes the input side (SAM)
     overrides: ClassVar[dict[str, Any]] = {}    # config values this family must run with
+    trust_remote_code: bool = False             # the expert's `trust_remote_code`
+    image_size: int | None = None               # the side it runs at, and its native one
+    native: int | None = None
+
+    def setup(self, cfg: ExpertConfig, image_size: int, native: int) -> FamilyAdapter:
+        self.trust_remote_code, self.image_size, self.native = cfg.trust_remote_code, image_size, native
+        return self
+
+    def identity(self, source: str) -> str:
+        """What the loaded weights are (the feature cache's key): changes when they change."""
+        return _checkpoint_identity(source)
+
+    def processing(self, source: str, model: nn.Module) -> Processing:
+        return processing(source, self.mean, self.std)
 
     def model_class(self) -> type[PreTrainedModel]:
         return getattr(transformers, FAMILIES.get(self.family).hf_class)
@@ -159,10 +174,11 @@ class GenericAdapter(FamilyAdapter):
         return AutoConfig.for_model(**kwargs)
 
     def build(self, config: PretrainedConfig) -> PreTrainedModel:
-        return AutoModel.from_config(config)
+        return AutoModel.from_config(config, trust_remote_code=self.trust_remote_code)
 
     def load(self, source: str) -> PreTrainedModel:
-        return AutoModel.from_pretrained(source, dtype=torch.float32)
+        return AutoModel.from_pretrained(source, dtype=torch.float32,
+                                         trust_remote_code=self.trust_remote_code)
 
     def read(self, state: Tensor, config: PretrainedConfig, side: int) -> tuple[Tensor, Grid]:
         if state.dim() == 4:
@@ -174,6 +190,9 @@ class GenericAdapter(FamilyAdapter):
         return state[:, state.shape[1] - h * h:], (h, h)  # prefix (CLS, registers) dropped
 
 
+register_adapters(ADAPTERS, FamilyAdapter)  # timm / OpenCLIP families (trials/vlm/expert_sources.py)
+
+
 def preset_seed(name: str) -> int:
     """A stable seed per preset name (Python's `hash` changes between processes)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
@@ -183,9 +202,21 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def resolve_info(source: str) -> ExpertInfo:
-    """Geometry of a preset, a known id, a local directory, or (through its config) any HF id."""
-    return expert_info(source) or info_from_config(AutoConfig.from_pretrained(source).to_dict())
+def resolve_info(source: str, trust_remote_code: bool = False) -> ExpertInfo:
+    """Geometry of a preset, a known id, a local directory, a timm / OpenCLIP source, or (through
+    its config) any HF id."""
+    if not trust_remote_code and needs_remote_code(source):
+        raise remote_code_refused(source)
+    info = expert_info(source)
+    if info is not None:
+        return info
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            raise remote_code_refused(source) from exc
+        raise
+    return info_from_config(config.to_dict())
 
 
 def _build_preset(name: str, image_size: int | None) -> tuple[PreTrainedModel, str]:
@@ -235,14 +266,14 @@ class Expert(nn.Module):
     def __init__(self, cfg: ExpertConfig, random_weights: bool = False) -> None:
         super().__init__()
         self.cfg, self.random_weights = cfg, random_weights
-        self.info = resolve_info(cfg.source)
-        self.adapter = ADAPTERS.get(self.info.family)()
+        self.info = resolve_info(cfg.source, cfg.trust_remote_code)
         self.image_size = cfg.image_size or self.info.image_size
+        self.adapter = ADAPTERS.get(self.info.family)().setup(cfg, self.image_size, self.info.image_size)
         self.layers = self._check_layers(cfg.layer_list)
         self.model, self.identity = self._make(cfg.source)
         self.layer_widths = tuple(self.info.layer_width(i) for i in self.layers)
         self.processing = (Processing(self.adapter.mean, self.adapter.std) if cfg.source in PRESETS
-                           else processing(cfg.source, self.adapter.mean, self.adapter.std))
+                           else self.adapter.processing(cfg.source, self.model))
         if self.processing.file is not None:  # its features depend on it: part of the identity
             self.identity += f"+processor#{_digest(self.processing.file.read_bytes())}"
         self.register_buffer("mean", torch.tensor(self.processing.mean).view(1, 3, 1, 1), False)
@@ -263,7 +294,7 @@ class Expert(nn.Module):
                              f"set image_size: {self.info.image_size} or leave it out")
         if self.random_weights:
             return self._from_config(source)
-        return self.adapter.load(source), _checkpoint_identity(source)
+        return self.adapter.load(source), self.adapter.identity(source)
 
     def _from_config(self, source: str) -> tuple[PreTrainedModel, str]:
         """The checkpoint's architecture with random weights (benchmarks, the meta device)."""
@@ -305,7 +336,7 @@ class Expert(nn.Module):
 
 def out_width(cfg: ExpertConfig) -> int:
     """Channels of the expert's tokens after its layer merge (no model is built)."""
-    info = resolve_info(cfg.source)
+    info = resolve_info(cfg.source, cfg.trust_remote_code)
     widths = [info.layer_width(i) for i in cfg.layer_list]
     return MERGE_MODULES.get(cfg.merge).width_after(widths)
 
