@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,9 @@ from torch.utils.checkpoint import checkpoint
 
 from search_space import FUSIONS, FusionParams, Grid, Registry
 from trials.vlm.reduce import Features
+
+if TYPE_CHECKING:
+    from trials.vlm.experts import ExpertTokens
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,12 @@ class VisualTokens:
 class FusionModule(nn.Module, abc.ABC):
     """Base of the operators: `forward(feats) -> VisualTokens`, feats primary first.
 
-    Checks the number of experts, then calls the operator's own `fuse`.
+    Checks the number of experts, then calls the operator's own `fuse`. An operator that works
+    inside the primary expert (`live_primary`) also gives `primary_layers`: the VLM runs the
+    primary through it (never from the cache) and passes the result to `forward` as feats[0].
     """
+
+    live_primary: ClassVar[bool] = False
 
     def __init__(self, params: FusionParams, widths: Sequence[int], d_model: int,
                  projector: str) -> None:
@@ -65,6 +73,12 @@ class FusionModule(nn.Module, abc.ABC):
             return checkpoint(layer, *args, use_reentrant=False)
         return layer(*args)
 
+    def primary_layers(self, primary: ExpertTokens, images: Tensor,
+                       secondaries: Sequence[Features]) -> list[Features]:
+        """The primary's selected layers for uint8 `images`, run with this operator inside it,
+        given the secondaries' merged features (operators with `live_primary` only)."""
+        raise TypeError(f"{self.params.kind} works on the experts' outputs; it does not run inside one")
+
     @abc.abstractmethod
     def fuse(self, feats: Sequence[Features]) -> VisualTokens:
         """Fuse the experts' features (primary first) into projected visual token groups."""
@@ -73,6 +87,12 @@ class FusionModule(nn.Module, abc.ABC):
 FUSION_MODULES: Registry[type[FusionModule]] = Registry("fusion")
 
 
-def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int,
-                 projector: str) -> FusionModule:
-    return FUSION_MODULES.get(params.kind)(params, widths, d_model, projector)
+def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int, projector: str,
+                 primary_depth: int | None = None) -> FusionModule:
+    """`primary_depth`: the primary expert's number of blocks (operators with `live_primary`)."""
+    module = FUSION_MODULES.get(params.kind)
+    if not module.live_primary:
+        return module(params, widths, d_model, projector)
+    if primary_depth is None:
+        raise ValueError(f"{params.kind} runs inside the primary expert: give primary_depth")
+    return module(params, widths, d_model, projector, primary_depth)
