@@ -65,6 +65,10 @@ def _increasing(at: tuple[int, ...] | None) -> tuple[int, ...] | None:
     return at
 
 
+# families whose blocks an operator can sit between (trials.vlm.experts: `blocks_path`)
+INSIDE_FAMILIES = frozenset({"clip", "siglip", "dinov2"})
+
+
 class MRAdapter(FusionParams):
     """LLaVA-HR's MR-Adapter: adapters inside the primary ViT, after blocks `at`, inject the
     secondary (high-res) experts; the primary runs live, so its later blocks see fused features.

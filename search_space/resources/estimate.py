@@ -182,7 +182,8 @@ def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: b
         merge = MERGE_COSTS.get(cfg.merge)
         # tokens carry a gradient from a training expert, or from a merge with weights that train
         merged = "connector" in stage.train and merge.cost(1, widths, Flow(True)).params > 0
-        shapes.append(ExpertShape(expert_grid(cfg), merge.width(widths), backprop or merged,
+        # (an operator inside the primary passes its own gradient on: `connector._mr_adapter`)
+        shapes.append(ExpertShape(expert_grid(cfg), merge.width(widths), trains or merged,
                                   info.num_layers, info.grid(-1, size)))
     return parts, shapes
 

@@ -376,7 +376,7 @@ class ExpertTokens(nn.Module):
 
     def features(self, images: Tensor, inject: Inject | None = None) -> list[Features]:
         """The frozen part for uint8 images: expert forward (`inject`: adapters inside), `pool`."""
-        return self.pool(self.expert(images, inject))
+        return self.pool(self.expert(images, inject) if inject else self.expert(images))
 
     def reduce(self, layers: list[Features]) -> Features:
         """Pool and merge raw layer features (the whole pipeline after the expert)."""

@@ -183,3 +183,23 @@ def test_positions_and_stored_late_designs() -> None:
     assert stored_design(stored) == stored  # today's designs read as they are
     old = {**stored, "fusion": {"kind": "mr_adapter"}}  # written before: the late operator
     assert stored_design(old)["fusion"] == {"kind": "gated_injection"}
+
+
+def test_the_design_check_names_the_fix() -> None:
+    from search_space.cost import point_cost
+    from search_space.errors import InvalidDesign
+    from search_space.fusions import INSIDE_FAMILIES
+    from trials.vlm.experts import ADAPTERS
+
+    assert {n for n, a in ADAPTERS.items() if a.blocks_path} == INSIDE_FAMILIES
+    base = {"experts": {"a": {"source": "tiny-clip"}, "b": {"source": "tiny-convnext"}},
+            "fusion": {"kind": "mr_adapter"}}
+    assert point_cost(TrialConfig.model_validate(base)).groups == ((12, 12),)
+    cases = [({"a": {"source": "tiny-convnext"}, "b": {"source": "tiny-clip"}}, {}, "is a convnext"),
+             ({"a": {"source": "tiny-clip", "layers": [-1, -2], "merge": "concat"},
+               "b": {"source": "tiny-convnext"}}, {}, "concat of 2 layers"),
+             (base["experts"], {"at": [2, 9]}, "has 4 blocks")]
+    for experts, extra, message in cases:
+        point = TrialConfig.model_validate({"experts": experts, "fusion": {"kind": "mr_adapter", **extra}})
+        with pytest.raises(InvalidDesign, match=message):
+            point_cost(point)
