@@ -55,13 +55,17 @@ def main() -> None:
                                                                              **PARAMS.get(kind, {})}})
         torch.manual_seed(0)
         vlm = build_vlm(point).to(args.device)
-        features = vlm.expert_features(images)
-        reduced = [vlm.experts[n].merge(list(features[n])) for n in vlm.expert_names]
+        features = vlm.expert_features(images)  # the cached experts (not a primary run inside)
+        plain = {**features, **{n: vlm.experts[n].features(images) for n in vlm.inside}}
+        reduced = [vlm.experts[n].merge(list(plain[n])) for n in vlm.expert_names]
+        # an operator inside the primary: its own compute (the adapters, no ViT between them)
+        fuse = vlm.fusion.connector_only if vlm.fusion.live_primary else vlm.fusion
+        live = images if vlm.live else None
         batch = vlm.encode(["what color is the object ?"] * args.batch, ["red"] * args.batch,
                            device=args.device)
         with torch.no_grad():
-            fusion_ms = median_ms(lambda: vlm.fusion(reduced), args.repeats)  # noqa: B023
-            vlm_ms = median_ms(lambda: vlm(**batch, features=features), args.repeats)  # noqa: B023
+            fusion_ms = median_ms(lambda: fuse(reduced), args.repeats)  # noqa: B023
+            vlm_ms = median_ms(lambda: vlm(**batch, images=live, features=features), args.repeats)  # noqa: B023
         trainable, total = vlm.parameter_counts()
         cost = point_cost(point)
         rows.append((kind, sum(p.numel() for p in vlm.fusion.parameters()), trainable, total,

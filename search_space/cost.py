@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from search_space.components import POSITIONS
 from search_space.errors import InvalidDesign
-from search_space.fusions import FUSIONS, Grid
+from search_space.fusions import FUSIONS, INSIDE_FAMILIES, Grid
 from search_space.point import ExpertConfig, TrialConfig
 from search_space.presets import expert_info
 from search_space.sampling import CompiledSpace, FusionOption, values
@@ -63,10 +63,42 @@ def point_cost(point: TrialConfig) -> Cost:
     A design of a non-VLM evaluator gives no LM any visual token."""
     if not point.trains_vlm:
         return Cost(0, 0, ())
-    grids = [expert_grid(cfg) for _, cfg in point.ordered_experts()]
-    groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
     point.fusion_projector()  # a per-expert projector mapping only where the operator has one per expert
+    grids = [expert_grid(cfg) for _, cfg in point.ordered_experts()]
+    if FUSIONS.get(point.fusion.kind).live_primary:
+        _check_inside(point)
+    groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
     return groups_cost(groups, point.positions)
+
+
+def _check_inside(point: TrialConfig) -> None:
+    """An operator inside the primary (mr_adapter) needs a ViT with blocks, read at its width."""
+    name, cfg = point.ordered_experts()[0]
+    info = expert_info(cfg.source)
+    kind = point.fusion.kind
+    if info is not None and info.family not in INSIDE_FAMILIES:
+        raise InvalidDesign(f"{kind} runs inside the primary expert, but {name} is a {info.family}; "
+                            f"make a {' / '.join(sorted(INSIDE_FAMILIES))} expert the primary "
+                            "(primary: true)")
+    if cfg.merge == "concat" and len(cfg.layer_list) > 1:
+        raise InvalidDesign(f"{kind}'s adapters run at {name}'s width, which a concat of "
+                            f"{len(cfg.layer_list)} layers widens; read one layer or merge with mean "
+                            "/ layerscale")
+    if info is None:
+        return
+    point.fusion.positions(info.num_layers)  # `at` within the primary's blocks
+    inner = info.grid(-1, cfg.image_size)
+    for other, scfg in point.ordered_experts()[1:]:
+        for target in {inner, expert_grid(cfg)}:  # the adapters inside, the final align after
+            _check_pooling(kind, other, expert_grid(scfg), target)
+
+
+def _check_pooling(kind: str, name: str, grid: Grid, target: Grid) -> None:
+    """LLaVA-HR avg-pools a larger secondary by an integer ratio (it interpolates a smaller one)."""
+    if grid[0] * grid[1] > target[0] * target[1] and (grid[0] % target[0] or grid[1] % target[1]):
+        raise InvalidDesign(f"{kind} pools {name}'s {grid[0]}x{grid[1]} grid to the primary's "
+                            f"{target[0]}x{target[1]} by an integer ratio; give {name} a multiple of "
+                            "it (its `tokens` or `image_size`) or the primary a larger `image_size`")
 
 
 def position_ids(groups: Sequence[Grid], positions: str, p0: int) -> tuple[list[list[list[int]]], int]:

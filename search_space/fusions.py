@@ -51,10 +51,44 @@ class SequenceConcat(FusionParams):
     expert_embedding: bool = False   # a learned type embedding per expert
 
 
+class GatedInjection(FusionParams):
+    """Late gated injection of secondary experts into the primary's output tokens (LLaVA-HR's
+    adapter maths applied once after the frozen, cached experts; `mr_adapter` before 2026-12)."""
+
+    kind: Literal["gated_injection"] = "gated_injection"
+
+
+def _increasing(at: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if at is not None and (not at or list(at) != sorted(set(at))):
+        raise ValueError(f"at {list(at)}: give block positions in increasing order, each once "
+                         "(e.g. [6, 12, 18]), or leave `at` out for n/4, n/2, 3n/4")
+    return at
+
+
+# families whose blocks an operator can sit between (trials.vlm.experts: `blocks_path`)
+INSIDE_FAMILIES = frozenset({"clip", "siglip", "dinov2"})
+
+
 class MRAdapter(FusionParams):
-    """LLaVA-HR: gated injection of secondary (high-res) experts into the primary."""
+    """LLaVA-HR's MR-Adapter: adapters inside the primary ViT, after blocks `at`, inject the
+    secondary (high-res) experts; the primary runs live, so its later blocks see fused features.
+
+    `at` counts blocks (an adapter after block k changes hidden state k, the one `layers: k`
+    reads); null: n/4, n/2, 3n/4 of the primary's n blocks (6, 12, 18 of 24). The field is always
+    part of the hash, so these designs never share one with the late `gated_injection` designs
+    stored as `mr_adapter` before (`search_space.legacy` reads those as `gated_injection`)."""
 
     kind: Literal["mr_adapter"] = "mr_adapter"
+    at: Annotated[tuple[PositiveInt, ...] | None, AfterValidator(_increasing)] = None
+
+    def positions(self, depth: int) -> tuple[int, ...]:
+        """The blocks (1-based) an adapter follows, in a primary of `depth` blocks."""
+        if self.at is None:
+            return tuple(sorted({max(1, depth * k // 4) for k in (1, 2, 3)}))
+        if self.at[-1] > depth:
+            raise InvalidDesign(f"mr_adapter at {list(self.at)}: the primary expert has {depth} "
+                                f"blocks; give positions from 1 to {depth}")
+        return self.at
 
 
 class CrossAttention(FusionParams):
@@ -138,21 +172,24 @@ class FusionKind:
     groups: Callable[..., list[Grid]]
     min_experts: int = 1
     per_expert_projector: bool = False  # each expert has its own projector (a mapping may name them)
+    live_primary: bool = False  # it runs inside the primary expert: the primary is never cached
 
 
 PER_EXPERT_PROJECTOR = frozenset({"sequence_concat", "resampler"})
 FUSIONS: Registry[FusionKind] = Registry("fusion")
-for _params, _groups, _min in [
-    (ChannelConcat, _channel_concat, 1),
-    (SequenceConcat, _sequence_concat, 1),
-    (MRAdapter, _primary, 2),
-    (CrossAttention, _primary, 2),
-    (Resampler, _resampler, 1),
-    (SVA, _sva, 1),
+for _params, _groups, _min, _live in [
+    (ChannelConcat, _channel_concat, 1, False),
+    (SequenceConcat, _sequence_concat, 1, False),
+    (GatedInjection, _primary, 2, False),
+    (MRAdapter, _primary, 2, True),
+    (CrossAttention, _primary, 2, False),
+    (Resampler, _resampler, 1, False),
+    (SVA, _sva, 1, False),
 ]:
     # (the description: the docstring's first paragraph, on one line)
     _name = _params.model_fields["kind"].default
-    FUSIONS.register(_name, FusionKind(_params, _groups, _min, _name in PER_EXPERT_PROJECTOR),
+    FUSIONS.register(_name, FusionKind(_params, _groups, _min, _name in PER_EXPERT_PROJECTOR, _live),
                      " ".join((_params.__doc__ or "").split("\n\n")[0].split()))
 
-FusionConfig = ChannelConcat | SequenceConcat | MRAdapter | CrossAttention | Resampler | SVA
+FusionConfig = (ChannelConcat | SequenceConcat | GatedInjection | MRAdapter | CrossAttention | Resampler
+                | SVA)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from search_space.legacy import stored_design
 from search_space.point import TrialConfig
 
 Status = Literal["complete", "pruned", "failed", "running"]
@@ -69,7 +70,8 @@ def result_from_json(data: dict[str, Any], name: str) -> TrialResult:
     """Rebuild a result from `TrialResult.to_json()` (the point gets `name`); JSON written
     before `reused_from`, `infeasible` and `host` were part of it reads as none of them."""
     failure = data.get("failure")
-    return TrialResult(TrialConfig.model_validate({"name": name, **data["config"]}), data["status"],
+    config = TrialConfig.model_validate({"name": name, **stored_design(data["config"])})
+    return TrialResult(config, data["status"],
                        int(data["steps"]), dict(data["metrics"]),
                        Failure(failure["reason"], failure["message"], bool(data.get("infeasible")))
                        if failure else None,

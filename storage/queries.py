@@ -17,6 +17,7 @@ from sqlalchemy import Engine, Row, Select, and_, exists, func, select
 
 from common import redact_url
 from search_space import Failure, SearchSpace, TrialConfig, TrialResult, did_you_mean
+from search_space.legacy import stored_design
 from storage.engine import StorageError
 from storage.models import TRIAL_STATUSES, metrics, studies, trials
 
@@ -90,7 +91,7 @@ class StoredTrial:
 
     def to_result(self, name: str = "trial") -> TrialResult:
         """A `TrialResult` with a validated `TrialConfig` named `name`."""
-        return self._result(TrialConfig.model_validate({"name": name, **self.config}))
+        return self._result(TrialConfig.model_validate({"name": name, **stored_design(self.config)}))
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,13 @@ SMALL: dict[str, dict[str, Any]] = {
     "sva-layerscale": {"experts": {"clip": {"source": "tiny-clip", "layers": [-1, -2, -3]},
                                    "dinov2": {"source": "tiny-dinov2"}},
                        "fusion": {"kind": "sva", "queries": 16, "depth": 2}},
-    "mr-adapter-expert-trains": {"experts": {"clip": {"source": "tiny-clip", "tokens": 16, "train": "full"},
-                                             "sam": {"source": "tiny-sam"}},
-                                 "fusion": {"kind": "mr_adapter"}},
+    "mr-adapter-inside": {"experts": {"clip": {"source": "tiny-clip", "tokens": 16},
+                                      "convnext": {"source": "tiny-convnext", "layers": 2}},
+                          "fusion": {"kind": "mr_adapter"}},
+    "gated-injection-expert-trains": {
+        "experts": {"clip": {"source": "tiny-clip", "tokens": 16, "train": "full"},
+                    "sam": {"source": "tiny-sam"}},
+        "fusion": {"kind": "gated_injection"}},
     "first-stage-holds-lora-lm-and-expert": {
         "experts": {"clip": {"source": "tiny-clip", "tokens": 16, "train": "lora"},
                     "dinov2": {"source": "tiny-dinov2"}},

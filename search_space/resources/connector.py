@@ -26,6 +26,8 @@ class ExpertShape:
     grid: Grid
     width: int
     grad: bool = False  # the expert trains, so its tokens carry a gradient
+    depth: int = 0      # blocks of the expert (an operator inside the primary places by them)
+    inner: Grid | None = None  # the grid inside the expert, before its reduction (null: `grid`)
 
     @property
     def tokens(self) -> int:
@@ -110,8 +112,8 @@ def _sequence_concat(p: object, experts: Sequence[ExpertShape], d: int, projecto
     return total
 
 
-@FUSION_COSTS.decorator("mr_adapter")
-def _mr_adapter(p: object, experts: Sequence[ExpertShape], d: int, projector: str,
+@FUSION_COSTS.decorator("gated_injection")
+def _gated_injection(p: object, experts: Sequence[ExpertShape], d: int, projector: str,
                 flow: Flow) -> Block:
     primary, *secondaries = experts
     c, n, (h, w) = primary.width, primary.tokens, primary.grid
@@ -129,6 +131,36 @@ def _mr_adapter(p: object, experts: Sequence[ExpertShape], d: int, projector: st
                          + Block(saved=(n * c + 1) if flow.active else 0))        # g * s: s, tanh
         x = x.after()
     return total + project(projector, n, c, d, x)
+
+
+def _stitch(c: int, inner: Grid, s: ExpertShape, x: Flow, sf: Flow, active: bool) -> Block:
+    """`trials.vlm.fusion.mr_adapter.Stitch`: the secondary convolved on its own grid, aligned
+    (pooling / interpolation: no FLOPs counted), the ViT tokens' DWConv branch, the gate."""
+    n, (h, w), ns = inner[0] * inner[1], inner, s.tokens
+    return (blocks.linear(ns, s.width, s.width, sf) + blocks.gelu(ns, s.width, sf.after())
+            + blocks.linear(ns, s.width, c, sf.after())                       # slow_conv, slow_proj
+            + blocks.depthwise_conv(h, w, c, 7, x) + blocks.gelu(n, c, x.after())
+            + blocks.linear(n, c, c, x.after())                               # fast_conv, fast_proj
+            + blocks.linear(1, 2 * c, c // 2, x.after()) + blocks.gelu(1, c // 2, x.after())
+            + blocks.linear(1, c // 2, 1, x.after())                          # the gate
+            + Block(saved=(n * c + 1) if active else 0))                       # s * tanh(g)
+
+
+@FUSION_COSTS.decorator("mr_adapter")
+def _mr_adapter(p: object, experts: Sequence[ExpertShape], d: int, projector: str,
+                flow: Flow) -> Block:
+    """The adapters at every position inside the primary (the ViT's own cost is the primary
+    expert's part, see `estimate`), `Combine` after it, then the projector."""
+    primary, *secondaries = experts
+    c, n, inner = primary.width, primary.tokens, primary.inner or primary.grid
+    x, total = _flow(flow, [primary]), NONE
+    for _ in p.positions(primary.depth):
+        for s in secondaries:
+            total = total + _stitch(c, inner, s, x, _flow(flow, [s]), flow.active)
+            x = x.after()
+    total = total + blocks.linear(n, c, c, x) + sum(
+        (blocks.linear(n, s.width, c, _flow(flow, [s])) for s in secondaries), NONE)
+    return total + project(projector, n, c, d, x.after())
 
 
 def window_side(grid: Grid, base: Grid) -> int:

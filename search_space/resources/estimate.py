@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from search_space.cost import expert_grid, point_cost
+from search_space.fusions import FUSIONS
 from search_space.point import ExpertConfig, Stage, TrialConfig
 from search_space.presets import ExpertInfo, expert_info
 from search_space.resources.blocks import Block, Flow
@@ -162,22 +163,32 @@ def _part(name: str, params: int, trainable: int, precision: str, activations: i
 def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: bool
                   ) -> tuple[list[Part], list[ExpertShape]]:
     parts, shapes = [], []
-    for name, cfg in point.ordered_experts():
+    for index, (name, cfg) in enumerate(point.ordered_experts()):
         info = _info(cfg)
+        size = cfg.image_size or info.image_size
+        # a fusion inside the primary (mr_adapter) runs it live; while the connector trains,
+        # its frozen blocks after the first adapter pass the gradient back (and keep activations)
+        inside = index == 0 and FUSIONS.get(point.fusion.kind).live_primary
+        grad_from = (min(point.fusion.positions(info.num_layers))
+                     if inside and "connector" in stage.train else None)
         trains = cfg.train != "frozen" and "experts" in stage.train
-        cost = vision_cost(info, cfg.image_size or info.image_size, cfg.train, precision=precision,
-                           recompute=recompute)
-        # a frozen expert's features are cached (no FLOPs in the step); one that trains in some
-        # stage runs live in every stage, with nothing to keep for backward where it is held
-        forward = cost.forward if cfg.train != "frozen" else 0
+        backprop = trains or grad_from is not None
+        cost = vision_cost(info, size, cfg.train, precision=precision, recompute=recompute,
+                           grad_from=None if trains else grad_from)
+        # a frozen expert's features are cached (no FLOPs in the step); a live one (it trains
+        # in some stage, or a fusion runs inside it) runs in every stage, keeping activations
+        # for backward only where a gradient passes
+        forward = cost.forward if cfg.train != "frozen" or inside else 0
         parts.append(_part(f"expert {name}", cost.params, cost.trainable if trains else 0, precision,
-                           cost.activations if trains else 0, forward,
-                           cost.backward if trains else 0))
+                           cost.activations if backprop else 0, forward,
+                           cost.backward if backprop else 0))
         widths = [info.layer_width(i) for i in cfg.layer_list]
         merge = MERGE_COSTS.get(cfg.merge)
         # tokens carry a gradient from a training expert, or from a merge with weights that train
         merged = "connector" in stage.train and merge.cost(1, widths, Flow(True)).params > 0
-        shapes.append(ExpertShape(expert_grid(cfg), merge.width(widths), trains or merged))
+        # (an operator inside the primary passes its own gradient on: `connector._mr_adapter`)
+        shapes.append(ExpertShape(expert_grid(cfg), merge.width(widths), trains or merged,
+                                  info.num_layers, info.grid(-1, size)))
     return parts, shapes
 
 
@@ -293,6 +304,8 @@ def _trial_flops(point: TrialConfig, plans: tuple[StagePlan, ...], arch: LMArch,
     for _, cfg in point.ordered_experts():
         info = _info(cfg)
         forward = vision_cost(info, cfg.image_size or info.image_size).forward
-        live = cfg.train != "frozen"  # a training expert runs on every evaluated sample instead
+        # a training expert, or one a fusion runs inside, runs on every evaluated sample instead
+        live = cfg.train != "frozen" or (cfg is point.ordered_experts()[0][1]
+                                         and FUSIONS.get(point.fusion.kind).live_primary)
         extraction += forward * (data.eval_size * evaluations if live else data.train_size + data.eval_size)
     return steps + evaluations * data.eval_size * per_eval_sample + extraction

@@ -70,7 +70,8 @@ class Act:
 class Trace:
     """Parameters, FLOPs and saved storages of one sample through the ops a forward calls."""
 
-    def __init__(self, train: str, rank: int, precision: str, recompute: bool, policy: Policy) -> None:
+    def __init__(self, train: str, rank: int, precision: str, recompute: bool, policy: Policy,
+                 grad_from: int | None = None) -> None:
         if train not in TRAIN_MODES:
             raise ValueError(f"unknown expert train mode '{train}'; known: {', '.join(TRAIN_MODES)}")
         if precision not in ops.DTYPE_BYTES:
@@ -82,6 +83,7 @@ class Trace:
         self._sizes: dict[int, int] = {}
         self._saved: set[int] = set()
         self._in_tail = False
+        self.grad_from = grad_from  # blocks after which the hidden state carries a gradient
 
     # storages ----------------------------------------------------------------------------
 
@@ -273,22 +275,25 @@ VISION_FAMILIES: Registry[FamilyCost] = Registry("vision cost family")
 
 
 def vision_cost(info: ExpertInfo, image_size: int, train: str = "frozen", lora_rank: int = 8,
-                precision: str = "fp32", recompute: bool = True) -> PartCost:
+                precision: str = "fp32", recompute: bool = True, grad_from: int | None = None
+                ) -> PartCost:
     """Parameters, FLOPs and saved bytes of one image through the expert's whole HF model.
 
     `train`: "frozen" (nothing needs a gradient), "lora" (PEFT all-linear adapters of rank
     `lora_rank` train, the base is frozen) or "full" (every parameter trains); the pixels never
     need a gradient. `precision` "bf16": the forward runs under bf16 autocast (activation bytes
     change, parameters and FLOPs do not). `recompute`: attention backward recomputes the scores
-    (the fused GPU kernels; False on the meta device / math kernel)."""
-    return trace_vision(info, image_size, train, lora_rank, precision, recompute, CUDA)
+    (the fused GPU kernels; False on the meta device / math kernel). `grad_from`: a trainable
+    adapter follows that many blocks (mr_adapter), so the later blocks pass a gradient back."""
+    return trace_vision(info, image_size, train, lora_rank, precision, recompute, CUDA, grad_from)
 
 
 def trace_vision(info: ExpertInfo, image_size: int, train: str = "frozen", lora_rank: int = 8,
-                 precision: str = "fp32", recompute: bool = True, policy: Policy = CUDA) -> PartCost:
+                 precision: str = "fp32", recompute: bool = True, policy: Policy = CUDA,
+                 grad_from: int | None = None) -> PartCost:
     """`vision_cost` with the kernel `policy` chosen (`CPU` to compare with CPU measurements)."""
     family = VISION_FAMILIES.get(info.family)
-    trace = Trace(train, lora_rank, precision, recompute, policy)
+    trace = Trace(train, lora_rank, precision, recompute, policy, grad_from)
     family(trace, expert_config(info, image_size), image_size)
     return trace.result()
 

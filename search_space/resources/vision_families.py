@@ -63,7 +63,9 @@ def _residual(t: Trace, b: Block, x: Act, branch: Act) -> Act:
 
 
 def _encoder(t: Trace, b: Block, x: Act, n: int, layers: int) -> Act:
-    for _ in range(layers):
+    for index in range(layers):
+        if index == t.grad_from:  # an adapter's output (mr_adapter) carries a gradient from here on
+            x = t.new(x.numel, x.dtype, True)
         x = _residual(t, b, x, _attention(t, b, t.norm(x, b.width), n))
         x = _residual(t, b, x, _mlp(t, b, t.norm(x, b.width), n))
     return x

@@ -51,6 +51,7 @@ GROUPS = {
     "{kind: channel_concat}": [(4, 4)],
     "{kind: channel_concat, grid: 6}": [(6, 6)],
     "{kind: sequence_concat}": [(4, 4), (8, 8), (8, 8)],
+    "{kind: gated_injection}": [(4, 4)],
     "{kind: mr_adapter}": [(4, 4)],
     "{kind: cross_attention, heads: 2}": [(4, 4)],
     "{kind: resampler, queries: 9}": [(3, 3)] * 3,
@@ -126,7 +127,7 @@ fusion:
     - {kind: cross_attention}
     - {kind: resampler, queries: {choices: [4, 9]}}
     - {kind: sva, queries: 16}
-    - {kind: mr_adapter}
+    - {kind: gated_injection}
 positions: {choices: [original, share_by_row, share_all]}
 train: {steps: 4, batch_size: 2, lr: 1.0e-3}
 objectives: [{metric: accuracy, direction: maximize}]

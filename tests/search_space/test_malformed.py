@@ -245,7 +245,7 @@ def test_every_problem_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFi
     ("- a\n- b\n", "(top level): line 1", "must be a mapping"),
     (POINT.replace("interleave: false", "interleave: true"), "fusion: line 5", "equal grids"),
     (POINT.replace("  dinov2: {source: tiny-dinov2, tokens: 64}\n", "")
-     .replace("{kind: sequence_concat, interleave: false}", "{kind: mr_adapter}"),
+     .replace("{kind: sequence_concat, interleave: false}", "{kind: gated_injection}"),
      "fusion.kind: line 4", "needs at least 2 experts"),
     (POINT.replace("tokens: 16}", "tokens: 16, foo: 1}"), "experts.clip.foo: line 3", "unknown key"),
 ], ids=["empty-file", "top-level-list", "interleave-unequal-grids", "mr-adapter-one-expert",

@@ -24,9 +24,12 @@ from trials.vlm.reduce import MERGE_MODULES, Features
 
 SHAPES = [((4, 4), 32), ((8, 8), 48), ((6, 6), 16)]  # (grid, width) of up to three experts
 D = 64
+INSIDE_SHAPES = [((4, 4), 32), ((8, 8), 48), ((2, 2), 16)]  # pooled 2x, upsampled 2x
+DEPTH = 4  # the primary's blocks (mr_adapter's default positions: 1, 2, 3)
 FUSION_CASES = [{"kind": "channel_concat"}, {"kind": "channel_concat", "grid": 5},
                 {"kind": "sequence_concat", "expert_embedding": True},
-                {"kind": "mr_adapter"}, {"kind": "cross_attention", "heads": 2},
+                {"kind": "gated_injection"}, {"kind": "mr_adapter"}, {"kind": "mr_adapter", "at": [2]},
+                {"kind": "cross_attention", "heads": 2},
                 {"kind": "resampler", "queries": 9, "heads": 2, "depth": 2},
                 {"kind": "resampler", "queries": 5, "heads": 3, "depth": 1},
                 {"kind": "resampler", "queries": 4, "heads": 2, "depth": 1, "width": 40},
@@ -61,23 +64,26 @@ def _ids(case: tuple[dict, int, str | tuple[str, ...]]) -> str:
 def test_fusion_params_flops_and_activations(case: tuple[dict, int, str | tuple[str, ...]]) -> None:
     fusion, n, projector = case
     params = FUSIONS.get(fusion["kind"]).params.model_validate(fusion)
-    shapes = SHAPES[:n]
+    inside = FUSIONS.get(fusion["kind"]).live_primary  # secondaries pooled by an integer ratio
+    shapes = (INSIDE_SHAPES if inside else SHAPES)[:n]
     widths = [w for _, w in shapes]
-    est = connector_cost(params, [ExpertShape(g, w) for g, w in shapes], D, projector,
+    est = connector_cost(params, [ExpertShape(g, w, depth=DEPTH) for g, w in shapes], D, projector,
                          Flow(True, recompute=False))
     grids = [g for g, _ in shapes]
-    module = build_fusion(params, widths, D, projector, grids=grids)
+    module = build_fusion(params, widths, D, projector, grids=grids, primary_depth=DEPTH)
     assert sum(p.numel() for p in module.parameters()) == est.params
+    # an operator inside the primary: its adapters in turn on the primary's tokens (no ViT)
+    run = "connector_only" if module.live_primary else "forward"
 
-    meta = build_fusion(params, widths, D, projector, grids=grids).to("meta")
+    meta = build_fusion(params, widths, D, projector, grids=grids, primary_depth=DEPTH).to("meta")
     meta_feats = [Features(torch.randn(BATCH, g[0] * g[1], w, device="meta"), g) for g, w in shapes]
-    forward = count_flops(lambda: meta(meta_feats))
-    total = count_flops(lambda: meta(meta_feats).tokens.sum().backward())
+    forward = count_flops(lambda: getattr(meta, run)(meta_feats))
+    total = count_flops(lambda: getattr(meta, run)(meta_feats).tokens.sum().backward())
     assert forward == BATCH * est.forward
     assert total - forward == BATCH * est.backward
 
     feats = [Features(torch.randn(BATCH, g[0] * g[1], w), g) for g, w in shapes]
-    measured = saved_bytes(lambda: module(feats).tokens, exclude=list(module.parameters()))
+    measured = saved_bytes(lambda: getattr(module, run)(feats).tokens, exclude=list(module.parameters()))
     assert measured == pytest.approx(BATCH * 4 * est.saved, rel=0.2)
 
 

@@ -285,3 +285,32 @@ def test_vision_model_is_torch_free() -> None:
             "v.vision_cost(K['facebook/sam-vit-base'], 1024, 'lora', precision='bf16'); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("grad_from", [1, 3])
+@pytest.mark.parametrize("name", ["tiny-clip", "tiny-siglip", "tiny-dinov2"])
+def test_a_frozen_vit_with_an_adapter_inside(name: str, grad_from: int) -> None:
+    """mr_adapter: a frozen ViT whose hidden state `grad_from` passes through a trainable
+    adapter (here `x + b`, which saves nothing itself) back-propagates from there on: input
+    gradients only, the activations of the later blocks kept."""
+    info, size = PRESETS.get(name), PRESETS.get(name).image_size
+    adapter = ADAPTERS.get(info.family)()
+    biases = {d: nn.Parameter(torch.zeros(info.width, device=d)) for d in ("cpu", "meta")}
+
+    def run(model: nn.Module, pixels: Tensor) -> list[Tensor]:
+        inject = {grad_from: lambda x, grid: x + biases[x.device.type]}
+        with adapter.inject(model, inject, size):
+            return adapter.run(model, pixels)
+
+    cost = trace_vision(info, size, "frozen", RANK, recompute=False, policy=CPU, grad_from=grad_from)
+    model = _build(info, size, "frozen", "meta")
+    fwd, bwd = forward_backward_flops(lambda: run(model, torch.empty(1, 3, size, size, device="meta")),
+                                      _hidden_loss)
+    assert cost.trainable == 0 and cost.forward == pytest.approx(fwd, rel=0.02)
+    assert cost.backward == pytest.approx(bwd, rel=0.02) and bwd > 0
+    model = _build(info, size, "frozen")
+    measured = per_sample_saved_bytes(lambda b: run(model, torch.randn(b, 3, size, size)),
+                                      [*model.parameters(), biases["cpu"]])
+    assert cost.activations == pytest.approx(measured, rel=0.02) and measured > 0
+    assert cost.activations < trace_vision(info, size, "frozen", RANK, policy=CPU,
+                                           grad_from=grad_from - 1).activations

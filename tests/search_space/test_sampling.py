@@ -23,7 +23,7 @@ fusion:
   choices:
     - {kind: channel_concat, grid: {choices: [null, 2]}}
     - {kind: cross_attention, heads: {choices: [1, 2]}}
-    - {kind: mr_adapter}
+    - {kind: gated_injection}
     - {kind: resampler, queries: {choices: [4, 9]}, depth: {low: 1, high: 2}}
     - {kind: sva, queries: 4, depth: {low: 1, high: 3}}
 projector: {choices: [linear, mlp2x_gelu]}
@@ -68,7 +68,7 @@ def test_optuna_samples_only_chosen_branches(sampler: optuna.samplers.BaseSample
         allowed(trial.params, point)
         assert not ({"sam", "mae"} <= set(point.experts))
         if len(point.experts) == 1:
-            assert point.fusion.kind not in ("cross_attention", "mr_adapter")
+            assert point.fusion.kind not in ("cross_attention", "gated_injection", "mr_adapter")
         kinds.add(point.fusion.kind)
         subsets.add(tuple(point.experts))
         return float(len(point.experts)), float(trial.params.get("train.lr", 0))
@@ -116,7 +116,7 @@ experts:
 fusion:
   choices:
     - {kind: channel_concat}
-    - {kind: mr_adapter}
+    - {kind: gated_injection}
     - {kind: resampler, queries: {low: 4, high: 8, step: 4}}
 positions: {choices: [original, share_all]}
 train: {lr: {low: 0.001, high: 0.003, step: 0.001}}

@@ -153,3 +153,19 @@ def test_coexists_with_optuna_in_one_database(url: str) -> None:
         record(store, "small", 0)
         assert [s.name for s in store.studies()] == ["small"]
     assert len(optuna.load_study(study_name="small", storage=url).trials) == 3
+
+
+def test_a_late_mr_adapter_result_stored_before_reads_as_gated_injection() -> None:
+    """Until the faithful operator took the name, `mr_adapter` ran after the cached experts."""
+    from search_space import TrialConfig
+    from search_space.result import result_from_json
+    from storage.queries import StoredTrial
+
+    point = TrialConfig.model_validate({"experts": {"a": {"source": "tiny-clip"},
+                                                    "b": {"source": "tiny-dinov2"}},
+                                        "fusion": {"kind": "gated_injection"}})
+    old = {**point.canonical(), "fusion": {"kind": "mr_adapter"}}  # as it was stored
+    stored = StoredTrial("s", 0, "0123456789abcdef", "complete", 4, old)
+    assert stored.to_result().config.fusion.kind == "gated_injection"
+    assert stored.to_json()["config"] == old  # the stored row itself is shown as written
+    assert result_from_json(stored.to_json(), "t").config == point.model_copy(update={"name": "t"})

@@ -141,7 +141,7 @@ def test_out_of_memory_is_oom(monkeypatch: pytest.MonkeyPatch) -> None:
     ({"fusion": {"kind": "sequence_concat", "interleave": True},
       "experts": {"clip": {"source": "tiny-clip", "tokens": 4},
                   "dinov2": {"source": "tiny-dinov2", "tokens": 16}}}, "equal grids"),
-    ({"fusion": {"kind": "mr_adapter"}, "experts": {"clip": {"source": "tiny-clip"}}},
+    ({"fusion": {"kind": "gated_injection"}, "experts": {"clip": {"source": "tiny-clip"}}},
      "needs at least 2 experts"),
     ({"experts": {"conv": {"source": "tiny-convnext", "layers": [1, -1], "merge": "mean"}}},
      "one width"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,8 +26,11 @@ from trials.vlm.expert_sources import needs_remote_code, register_adapters, remo
 from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import MERGE_MODULES, Features, Grid, pool_layers
 
-__all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "out_width",
+__all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "Inject", "out_width",
            "preset_seed", "resolve_info"]
+
+# block k (1-based) -> what replaces hidden state k: fn(patch tokens (B, h*w, C), grid) -> (B, h*w, C)
+Inject = Mapping[int, Callable[[Tensor, Grid], Tensor]]
 
 RGB = tuple[float, float, float]
 IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
@@ -45,6 +50,7 @@ class FamilyAdapter:
     std: ClassVar[RGB] = IMAGENET_STD
     fixed_image_size: ClassVar[bool] = False    # the config fixes the input side (SAM)
     overrides: ClassVar[dict[str, Any]] = {}    # config values this family must run with
+    blocks_path: ClassVar[str | None] = None    # the ViT's block list (`inject` hooks it)
     trust_remote_code: bool = False             # the expert's `trust_remote_code`
     image_size: int | None = None               # the side it runs at, and its native one
     native: int | None = None
@@ -91,6 +97,39 @@ class FamilyAdapter:
         side = int(pixels.shape[-1])
         return [self.read(state, model.config, side) for state in self.run(model, pixels)]
 
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        """The transformer blocks, in order (through a PEFT wrapper)."""
+        if self.blocks_path is None:
+            raise ValueError(f"{self.family} experts take no adapters between their blocks; make a "
+                             "clip, siglip or dinov2 ViT the primary expert (primary: true)")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return base.get_submodule(self.blocks_path)
+
+    @contextmanager
+    def inject(self, model: nn.Module, fns: Inject, side: int) -> Iterator[None]:
+        """While open, block k's output patch tokens are replaced by `fns[k](tokens, grid)` (the
+        prefix tokens pass unchanged), so later blocks and hidden state k see the result."""
+        blocks, skip = self.blocks(model), self.prefix(model.config)
+        grid = (side // model.config.patch_size, side // model.config.patch_size)
+
+        def hook(fn: Callable[[Tensor, Grid], Tensor], output: Any) -> Any:
+            state = output[0] if isinstance(output, tuple) else output      # (B, skip + h*w, C)
+            state = torch.cat([state[:, :skip], fn(state[:, skip:], grid)], dim=1)
+            return (state, *output[1:]) if isinstance(output, tuple) else state
+
+        handles = []
+        for k, fn in fns.items():
+            if not 1 <= k <= len(blocks):
+                raise ValueError(f"no block {k}: the expert has blocks 1 to {len(blocks)}")
+            # prepend: ahead of the hook HF records hidden states with
+            handles.append(blocks[k - 1].register_forward_hook(
+                lambda _m, _a, out, fn=fn: hook(fn, out), prepend=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
 
 ADAPTERS: Registry[type[FamilyAdapter]] = Registry("expert family")
 
@@ -106,12 +145,14 @@ class _Interpolating(FamilyAdapter):
 @ADAPTERS.decorator("clip", FAMILIES.description("clip"))
 class ClipAdapter(_Interpolating):
     family = "clip"
+    blocks_path = "encoder.layers"
     mean, std = CLIP_MEAN, CLIP_STD
 
 
 @ADAPTERS.decorator("siglip", FAMILIES.description("siglip"))
 class SiglipAdapter(_Interpolating):
     family = "siglip"
+    blocks_path = "encoder.layers"
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
     def prefix(self, config: PretrainedConfig) -> int:
@@ -121,6 +162,7 @@ class SiglipAdapter(_Interpolating):
 @ADAPTERS.decorator("dinov2", FAMILIES.description("dinov2"))
 class Dinov2Adapter(FamilyAdapter):
     family = "dinov2"
+    blocks_path = "encoder.layer"
 
     def prefix(self, config: PretrainedConfig) -> int:
         return 1 + int(getattr(config, "num_register_tokens", 0) or 0)
@@ -328,9 +370,13 @@ class Expert(nn.Module):
         x = self.processing.view(images.to(self.mean.device, torch.float32) / 255.0, self.image_size)
         return ((x - self.mean) / self.std).to(self.model.dtype)
 
-    def forward(self, images: Tensor) -> list[Features]:
-        with torch.set_grad_enabled(self.trains and torch.is_grad_enabled()):
-            states = self.adapter.layers(self.model, self.preprocess(images))
+    def forward(self, images: Tensor, inject: Inject | None = None) -> list[Features]:
+        """`inject`: adapters between the blocks (see `FamilyAdapter.inject`); gradients then
+        flow through the frozen blocks after them to the adapters."""
+        pixels = self.preprocess(images)
+        hooks = self.adapter.inject(self.model, inject, pixels.shape[-1]) if inject else nullcontext()
+        with torch.set_grad_enabled((self.trains or bool(inject)) and torch.is_grad_enabled()), hooks:
+            states = self.adapter.layers(self.model, pixels)
         return [Features(*states[i]) for i in self.layers]
 
 
@@ -359,9 +405,9 @@ class ExpertTokens(nn.Module):
         """The selected layers on the final grid (frozen and cacheable): each (B, h*w, C_i)."""
         return pool_layers(layers, self.cfg.tokens, self.cfg.merge_grid)
 
-    def features(self, images: Tensor) -> list[Features]:
-        """The frozen part for uint8 images: expert forward, then `pool`."""
-        return self.pool(self.expert(images))
+    def features(self, images: Tensor, inject: Inject | None = None) -> list[Features]:
+        """The frozen part for uint8 images: expert forward (`inject`: adapters inside), `pool`."""
+        return self.pool(self.expert(images, inject) if inject else self.expert(images))
 
     def reduce(self, layers: list[Features]) -> Features:
         """Pool and merge raw layer features (the whole pipeline after the expert)."""

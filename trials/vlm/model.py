@@ -38,11 +38,14 @@ class VLM(nn.Module):
         self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
         widths = [self.experts[n].out_width for n in self.expert_names]
+        primary = self.experts[self.expert_names[0]].expert
         self.fusion = build_fusion(point.fusion, widths, self.d_model, point.fusion_projector(),
-                                   grids=self._expert_grids())
+                                   grids=self._expert_grids(), primary_depth=primary.info.num_layers)
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self.chat = ChatFormat(self.tokenizer, point.language_model.system_prompt)
-        self.live = [n for n in self.expert_names if self.experts[n].expert.trains]
+        # run from images every step: experts that train, and a primary the fusion runs inside
+        self.inside = self.expert_names[:1] if self.fusion.live_primary else []
+        self.live = [n for n in self.expert_names if self.experts[n].expert.trains or n in self.inside]
         self.trainable_parts = self._parts()
         self.precision: str | None = None  # None: bf16 autocast on CUDA only (`use_precision`)
 
@@ -106,22 +109,32 @@ class VLM(nn.Module):
     def expert_features(self, images: Tensor, names: Sequence[str] | None = None
                         ) -> dict[str, list[Features]]:
         """Each expert's selected layers on its final grid, for uint8 images (B, 3, H, W),
-        without gradients: what the feature cache stores (for the frozen experts)."""
-        return {name: self.experts[name].features(images) for name in names or self.expert_names}
+        without gradients: what the feature cache stores (for the frozen experts; by default
+        every expert that does not run live)."""
+        names = names or [n for n in self.expert_names if n not in self.live]
+        return {name: self.experts[name].features(images) for name in names}
 
     def visual(self, images: Tensor | None = None, features: LayerFeatures | None = None
                ) -> VisualTokens:
         """Projected visual token groups, from cached expert features where given and from the
         images for the rest (a training expert runs here, with gradients)."""
         features = dict(features or {})
+        if any(n in features for n in self.inside):
+            raise ValueError(f"{self.point.fusion.kind} runs inside the primary expert "
+                             f"{self.inside[0]}: pass its images, not cached features")
         missing = [n for n in self.expert_names if n not in features]
         if missing and images is None:
             raise ValueError(f"pass images (for {', '.join(missing)}) or their cached features")
         for name in missing:
-            features[name] = self.experts[name].features(images)
+            if name not in self.inside:
+                features[name] = self.experts[name].features(images)
         with self._autocast():
-            reduced = [self.experts[n].merge(list(features[n])) for n in self.expert_names]
-            return self.fusion(reduced)
+            reduced = {n: self.experts[n].merge(list(features[n])) for n in features}
+            for name in self.inside:  # the fusion's adapters run between its blocks
+                secondaries = [reduced[n] for n in self.expert_names[1:]]
+                layers = self.fusion.primary_layers(self.experts[name], images, secondaries)
+                reduced[name] = self.experts[name].merge(layers)
+            return self.fusion([reduced[n] for n in self.expert_names])
 
     # ---- splicing -------------------------------------------------------------------------
 

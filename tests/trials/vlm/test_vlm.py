@@ -19,7 +19,7 @@ from trials.vlm.reduce import MERGE_MODULES
 EXPERTS = [("clip", {"source": "tiny-clip", "tokens": 16}),
            ("dinov2", {"source": "tiny-dinov2"}),
            ("convnext", {"source": "tiny-convnext", "layers": 2})]
-FUSION_PARAMS = {"channel_concat": {}, "sequence_concat": {}, "mr_adapter": {},
+FUSION_PARAMS = {"channel_concat": {}, "sequence_concat": {}, "gated_injection": {}, "mr_adapter": {},
                  "cross_attention": {"heads": 2}, "resampler": {"queries": 4}, "sva": {"queries": 4}}
 QUESTIONS = ["what color is the object ?", "how many objects are there ?"]
 ANSWERS = ["red", "3"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from trials.vlm.fusion import (  # noqa: F401  (imported to register the operators)
     channel_concat,
     cross_attention,
+    gated_injection,
     mr_adapter,
     resampler,
     sequence_concat,

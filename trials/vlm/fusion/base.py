@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,9 @@ from search_space import FUSIONS, FusionParams, Grid, Registry
 from trials.vlm.reduce import Features
 
 Projector = str | Sequence[str]  # one projector name, or one per expert (primary first)
+
+if TYPE_CHECKING:
+    from trials.vlm.experts import ExpertTokens
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,14 @@ class FusionModule(nn.Module, abc.ABC):
 
     Checks the number of experts, then calls the operator's own `fuse`. An operator whose
     weights depend on its inputs' grids (sva: per-window position embeddings) sets `needs_grids`
-    and takes them as `grids=` (the experts' grids entering the fusion, primary first).
+    and takes them as `grids=` (the experts' grids entering the fusion, primary first). An
+    operator that works inside the primary expert (`live_primary`) also gives `primary_layers`:
+    the VLM runs the primary through it (never from the cache) and passes the result to
+    `forward` as feats[0].
     """
 
     needs_grids: ClassVar[bool] = False
+    live_primary: ClassVar[bool] = False
 
     def __init__(self, params: FusionParams, widths: Sequence[int], d_model: int,
                  projector: Projector) -> None:
@@ -78,6 +85,12 @@ class FusionModule(nn.Module, abc.ABC):
             return checkpoint(layer, *args, use_reentrant=False)
         return layer(*args)
 
+    def primary_layers(self, primary: ExpertTokens, images: Tensor,
+                       secondaries: Sequence[Features]) -> list[Features]:
+        """The primary's selected layers for uint8 `images`, run with this operator inside it,
+        given the secondaries' merged features (operators with `live_primary` only)."""
+        raise TypeError(f"{self.params.kind} works on the experts' outputs; it does not run inside one")
+
     @abc.abstractmethod
     def fuse(self, feats: Sequence[Features]) -> VisualTokens:
         """Fuse the experts' features (primary first) into projected visual token groups."""
@@ -96,16 +109,22 @@ def per_expert(projector: Projector, experts: int) -> tuple[str, ...]:
 
 
 def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int, projector: Projector,
-                 grids: Sequence[Grid] | None = None) -> FusionModule:
-    """The operator `params.kind`; `projector` one name, or one per expert (primary first), given
-    to an operator with one shared projector as that one name; `grids` (primary first) reach
-    only an operator that needs them."""
+                 grids: Sequence[Grid] | None = None, primary_depth: int | None = None) -> FusionModule:
+    """The operator `params.kind`. `projector`: one name, or one per expert (primary first), given
+    to an operator with one shared projector as that one name. `grids` (primary first) reach only
+    an operator that needs them; `primary_depth` (the primary expert's number of blocks) only
+    one that runs inside the primary."""
     names = per_expert(projector, len(widths))
     if not FUSIONS.get(params.kind).per_expert_projector and len(set(names)) == 1:
         projector = names[0]
     module = FUSION_MODULES.get(params.kind)
-    if not module.needs_grids:
-        return module(params, widths, d_model, projector)
-    if grids is None:
-        raise ValueError(f"{params.kind} is built for its experts' grids: pass grids=[(h, w), ...]")
-    return module(params, widths, d_model, projector, grids=grids)
+    extra: dict[str, object] = {}
+    if module.needs_grids:
+        if grids is None:
+            raise ValueError(f"{params.kind} is built for its experts' grids: pass grids=[(h, w), ...]")
+        extra["grids"] = grids
+    if module.live_primary:
+        if primary_depth is None:
+            raise ValueError(f"{params.kind} runs inside the primary expert: give primary_depth")
+        extra["primary_depth"] = primary_depth
+    return module(params, widths, d_model, projector, **extra)
