@@ -122,22 +122,30 @@ def _sva(p: SVA, grids: Sequence[Grid]) -> list[Grid]:
 
 @dataclass(frozen=True)
 class FusionKind:
+    """`injects`: the operator reads windows of its experts' maps (mr_adapter, cross_attention,
+    sva), so every expert enters it at full resolution; `on_primary`: its group lies on the
+    primary's grid, so the primary's reduction applies to the fused group instead
+    (`search_space.cost.fusion_plan`, which both the cost model and the built model read)."""
+
     params: type[FusionParams]
     groups: Callable[..., list[Grid]]
     min_experts: int = 1
+    injects: bool = False
+    on_primary: bool = False
 
 
 FUSIONS: Registry[FusionKind] = Registry("fusion")
-for _params, _groups, _min in [
-    (ChannelConcat, _channel_concat, 1),
-    (SequenceConcat, _sequence_concat, 1),
-    (MRAdapter, _primary, 2),
-    (CrossAttention, _primary, 2),
-    (Resampler, _resampler, 1),
-    (SVA, _sva, 1),
+for _params, _groups, _min, _injects in [
+    (ChannelConcat, _channel_concat, 1, False),
+    (SequenceConcat, _sequence_concat, 1, False),
+    (MRAdapter, _primary, 2, True),
+    (CrossAttention, _primary, 2, True),
+    (Resampler, _resampler, 1, False),
+    (SVA, _sva, 1, True),
 ]:
     # (the description: the docstring's first paragraph, on one line)
-    FUSIONS.register(_params.model_fields["kind"].default, FusionKind(_params, _groups, _min),
+    _kind = FusionKind(_params, _groups, _min, _injects, on_primary=_groups is _primary)
+    FUSIONS.register(_params.model_fields["kind"].default, _kind,
                      " ".join((_params.__doc__ or "").split("\n\n")[0].split()))
 
 FusionConfig = ChannelConcat | SequenceConcat | MRAdapter | CrossAttention | Resampler | SVA

@@ -65,13 +65,16 @@ class CacheStats:
         return self.memory_hits + self.disk_hits
 
 
-def cache_key(identity: str, image_size: int, layers: tuple[int, ...], tokens: int | None,
-              data_fingerprint: str, dtype: str = "float32") -> str:
-    """Everything the cached tensors depend on, hashed (the dtype only when not fp32)."""
+def cache_key(identity: str, image_size: int, layers: tuple[int | str, ...], tokens: int | None,
+              data_fingerprint: str, dtype: str = "float32", reduce: str = "pool") -> str:
+    """Everything the cached tensors depend on, hashed (the dtype only when not fp32, the
+    reduction only when it is read and not pooling: older keys stand)."""
     spec = {"v": VERSION, "expert": identity, "image_size": image_size, "layers": list(layers),
             "tokens": tokens, "data": data_fingerprint}
     if dtype != "float32":
         spec["dtype"] = dtype
+    if tokens is not None and reduce != "pool":
+        spec["reduce"] = reduce
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -1,6 +1,8 @@
 """The VLM under test, built from a design point alone: `build_vlm(point)`.
 
-experts (frozen) -> layer merge -> token reduction -> fusion (+ projector) -> position ids -> LM.
+experts (frozen) -> token reduction -> layer merge -> fusion (+ projector) -> position ids -> LM.
+An injection fusion reads its experts at full resolution and the primary's reduction applies to
+its fused group (`search_space.cost.fusion_plan`, which the cost model reads too).
 Visual embeddings replace the `<image>` placeholder in `inputs_embeds`; the loss covers answer
 tokens only. Nothing loops over tokens in Python; on CUDA the forward runs under bf16 autocast.
 """
@@ -15,12 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from search_space import TrialConfig
+from search_space.cost import fusion_plan
 from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.fusion import VisualTokens, build_fusion
 from trials.vlm.lm import IMAGE_TOKEN, load_lm
 from trials.vlm.positions import group_offsets, splice_positions
-from trials.vlm.reduce import Features
+from trials.vlm.reduce import Features, reduce_features
 
 LayerFeatures = Mapping[str, Sequence[Features]]  # expert name -> its selected layers
 
@@ -31,9 +34,10 @@ class VLM(nn.Module):
     def __init__(self, point: TrialConfig, random_weights: bool = False) -> None:
         super().__init__()
         self.point = point
-        self.expert_names = [name for name, _ in point.ordered_experts()]
+        self.plan = fusion_plan(point)  # the experts as the fusion reads them, and `after`
+        self.expert_names = [name for name, _ in self.plan.experts]
         self.experts = nn.ModuleDict({n: ExpertTokens(cfg, random_weights=random_weights)
-                                      for n, cfg in point.ordered_experts()})
+                                      for n, cfg in self.plan.experts})
         self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
         widths = [self.experts[n].out_width for n in self.expert_names]
@@ -106,7 +110,14 @@ class VLM(nn.Module):
             features[name] = self.experts[name].features(images)
         with self._autocast():
             reduced = [self.experts[n].merge(list(features[n])) for n in self.expert_names]
-            return self.fusion(reduced)
+            return self._after(self.fusion(reduced))
+
+    def _after(self, visual: VisualTokens) -> VisualTokens:
+        """The fused groups reduced by the plan's `after` (an injection fusion's primary)."""
+        after = self.plan.after
+        if after is None:
+            return visual
+        return VisualTokens(tuple(reduce_features(g, after.tokens, after.reduce) for g in visual.groups))
 
     # ---- splicing -------------------------------------------------------------------------
 
