@@ -1,6 +1,7 @@
 """Token reduction per expert (`reduce:` pool / resize / unshuffle) and SAM's neck as a layer:
 the modules' grids and widths equal the cost model's for every preset, LEO's pixel-unshuffle
-parity, and the feature cache round trip of reduced layers."""
+parity, the feature cache round trip of reduced layers, and the built VLM against the cost
+model (injection fusions reading their experts at full resolution)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from search_space import InvalidDesign
+from search_space import InvalidDesign, TrialConfig, point_cost
 from search_space.components import MERGES
-from search_space.cost import expert_grid
+from search_space.cost import expert_grid, fusion_plan
+from search_space.fusions import FUSIONS
 from search_space.point import ExpertConfig
 from search_space.presets import PRESETS
 from search_space.reductions import REDUCTIONS
 from trials.cache import FeatureCache, cache_key
 from trials.vlm.experts import Expert, ExpertTokens, out_width
+from trials.vlm.model import build_vlm
 from trials.vlm.reduce import REDUCE_FUNCTIONS, Features, reduce_features
 
 # (preset, layers, tokens): tokens that every reduction can reach (unshuffle: a whole factor)
@@ -181,3 +184,48 @@ def test_transformers_sam_output_is_channels_first() -> None:
     model = transformers.SamVisionModel(transformers.SamVisionConfig(**PRESETS.get("tiny-sam").config))
     out = model(pixel_values=torch.zeros(1, 3, 128, 128), output_hidden_states=True)
     assert out.last_hidden_state.shape == (1, 32, 8, 8) and out.hidden_states[-1].shape == (1, 8, 8, 32)
+
+
+# ---- the built VLM: reductions reach the fusion, injection fusions at full resolution -------
+
+def vlm_point(kind: str, clip: dict, sam: dict, **fusion: object) -> TrialConfig:
+    return TrialConfig.model_validate({
+        "name": "t", "data": {"image_size": 64}, "language_model": {"train": "frozen"},
+        "experts": {"clip": {"source": "tiny-clip", **clip}, "sam": {"source": "tiny-sam", **sam}},
+        "fusion": {"kind": kind, **fusion}})
+
+
+GEOMETRY_CASES = [
+    ("channel_concat", {"tokens": 36, "reduce": "unshuffle"}, {"layers": "neck", "tokens": 16,
+                                                             "reduce": "resize"}, {}),
+    ("sequence_concat", {"tokens": 16, "reduce": "unshuffle"}, {"layers": ["neck", -1], "merge": "mean",
+                                                              "tokens": 16, "reduce": "unshuffle"},
+     {"interleave": True}),
+    ("resampler", {"tokens": 9, "reduce": "unshuffle"}, {"layers": "neck"}, {"queries": 4}),
+    ("mr_adapter", {"tokens": 16, "reduce": "resize"}, {"layers": "neck", "tokens": 4}, {}),
+    ("cross_attention", {"tokens": 36}, {"layers": ["neck", -1], "merge": "concat"}, {}),
+    ("sva", {"tokens": 16}, {"layers": "neck", "tokens": 4}, {"queries": 4}),
+]
+
+
+@pytest.mark.parametrize(("kind", "clip", "sam", "fusion"), GEOMETRY_CASES,
+                         ids=[c[0] for c in GEOMETRY_CASES])
+def test_vlm_equals_the_cost_model(kind: str, clip: dict, sam: dict, fusion: dict) -> None:
+    p = vlm_point(kind, clip, sam, **fusion)
+    vlm = build_vlm(p, random_weights=True)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    cost, plan = point_cost(p), fusion_plan(p)
+    visual = vlm.visual(images)
+    assert visual.grids == list(cost.groups) and vlm.visual_cost()[0] == cost.visual_tokens
+    feats = vlm.expert_features(images)  # what the cache holds: the grids the fusion reads
+    for name, cfg in plan.experts:
+        assert {f.grid for f in feats[name]} == {expert_grid(cfg)}
+        assert vlm.fusion.widths[vlm.expert_names.index(name)] == out_width(cfg)
+    if FUSIONS.get(kind).injects:  # the secondary at full resolution: sam's 8x8
+        assert {f.grid for f in feats["sam"]} == {(8, 8)}
+    torch.testing.assert_close(vlm.visual(features=feats).tokens, visual.tokens)
+
+
+def test_an_unshuffled_primary_of_an_injection_is_not_built() -> None:
+    with pytest.raises(InvalidDesign, match="use reduce: pool or resize"):
+        build_vlm(vlm_point("cross_attention", {"tokens": 16, "reduce": "unshuffle"}, {}))
