@@ -13,7 +13,17 @@ from search_space.components import (
     is_square,
     register_evaluator_plugins,
 )
-from search_space.cost import Cost, CostRange, UnknownGeometry, point_cost, position_ids, space_cost_range
+from search_space.cost import (
+    Cost,
+    CostRange,
+    FusionPlan,
+    UnknownGeometry,
+    fusion_plan,
+    layer_shapes,
+    point_cost,
+    position_ids,
+    space_cost_range,
+)
 from search_space.errors import InvalidDesign, Problem, SpaceError
 from search_space.eval_formats import EvalSpec, FileField
 from search_space.events import Ending, Front, Sinks, StudyInfo
@@ -40,7 +50,16 @@ from search_space.pareto import (
 )
 from search_space.paths import file_problem, folder_problem
 from search_space.point import DataConfig, ExpertConfig, LanguageModelConfig, Stage, TrainConfig, TrialConfig
-from search_space.presets import FAMILIES, LM_PRESETS, PRESETS, ExpertInfo, expert_info, info_from_config
+from search_space.presets import (
+    FAMILIES,
+    LM_PRESETS,
+    NECK,
+    PRESETS,
+    ExpertInfo,
+    expert_info,
+    info_from_config,
+)
+from search_space.reductions import REDUCTIONS, reduced
 from search_space.registry import Registry, did_you_mean
 from search_space.resources.analytic import ANALYTIC_METRICS, assess, point_estimate
 from search_space.resources.devices import DEVICE_PROFILES, GB
@@ -78,10 +97,12 @@ __all__ = [
     "METRICS",
     "METRIC_ORDER",
     "NB201_OPS",
+    "NECK",
     "POSITIONS",
     "PRESETS",
     "PROBE_SKILLS",
     "PROJECTORS",
+    "REDUCTIONS",
     "SAMPLERS",
     "SVA",
     "CannotEstimate",
@@ -103,6 +124,7 @@ __all__ = [
     "FileField",
     "Front",
     "FusionParams",
+    "FusionPlan",
     "Grid",
     "InvalidDesign",
     "LanguageModelConfig",
@@ -136,11 +158,13 @@ __all__ = [
     "feasible",
     "file_problem",
     "folder_problem",
+    "fusion_plan",
     "hypervolume",
     "hypervolume_contributions",
     "info_from_config",
     "is_square",
     "known_lm",
+    "layer_shapes",
     "lm_arch",
     "load",
     "load_point",
@@ -152,6 +176,7 @@ __all__ = [
     "point_estimate",
     "point_parameters",
     "position_ids",
+    "reduced",
     "result_from_json",
     "space_cost_range",
     "space_estimate",

@@ -19,9 +19,17 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import cached_file
 
-from search_space import FAMILIES, PRESETS, ExpertConfig, ExpertInfo, Registry, expert_info, info_from_config
-from search_space.cost import layer_shapes
-from search_space.presets import NECK
+from search_space import (
+    FAMILIES,
+    NECK,
+    PRESETS,
+    ExpertConfig,
+    ExpertInfo,
+    Registry,
+    expert_info,
+    info_from_config,
+    layer_shapes,
+)
 from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import MERGE_MODULES, Features, Grid, reduce_layers
 

@@ -16,8 +16,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from search_space import TrialConfig
-from search_space.cost import fusion_plan
+from search_space import TrialConfig, fusion_plan
 from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.fusion import VisualTokens, build_fusion

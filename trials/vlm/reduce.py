@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import Registry
-from search_space.reductions import REDUCTIONS, reduced
+from search_space import REDUCTIONS, Registry, reduced
 
 Grid = tuple[int, int]
 
