@@ -17,7 +17,10 @@ from search_space.cost import (
     MERGE_GRIDS,
     Cost,
     CostRange,
+    FusionPlan,
     UnknownGeometry,
+    fusion_plan,
+    layer_shapes,
     point_cost,
     position_ids,
     space_cost_range,
@@ -49,7 +52,16 @@ from search_space.pareto import (
 )
 from search_space.paths import file_problem, folder_problem
 from search_space.point import DataConfig, ExpertConfig, LanguageModelConfig, Stage, TrainConfig, TrialConfig
-from search_space.presets import FAMILIES, LM_PRESETS, PRESETS, ExpertInfo, expert_info, info_from_config
+from search_space.presets import (
+    FAMILIES,
+    LM_PRESETS,
+    NECK,
+    PRESETS,
+    ExpertInfo,
+    expert_info,
+    info_from_config,
+)
+from search_space.reductions import REDUCTIONS, reduced
 from search_space.registry import Registry, did_you_mean
 from search_space.resources.analytic import ANALYTIC_METRICS, assess, point_estimate
 from search_space.resources.devices import DEVICE_PROFILES, GB
@@ -88,10 +100,12 @@ __all__ = [
     "METRICS",
     "METRIC_ORDER",
     "NB201_OPS",
+    "NECK",
     "POSITIONS",
     "PRESETS",
     "PROBE_SKILLS",
     "PROJECTORS",
+    "REDUCTIONS",
     "SAMPLERS",
     "SVA",
     "CannotEstimate",
@@ -113,6 +127,7 @@ __all__ = [
     "FileField",
     "Front",
     "FusionParams",
+    "FusionPlan",
     "GatedInjection",
     "Grid",
     "InvalidDesign",
@@ -147,11 +162,13 @@ __all__ = [
     "feasible",
     "file_problem",
     "folder_problem",
+    "fusion_plan",
     "hypervolume",
     "hypervolume_contributions",
     "info_from_config",
     "is_square",
     "known_lm",
+    "layer_shapes",
     "lm_arch",
     "load",
     "load_point",
@@ -163,6 +180,7 @@ __all__ = [
     "point_estimate",
     "point_parameters",
     "position_ids",
+    "reduced",
     "result_from_json",
     "space_cost_range",
     "space_estimate",

@@ -49,6 +49,8 @@ def check(space: SearchSpace) -> list[Problem]:
     for fn in CHECKS:
         if not space.trains_vlm and fn in VLM_ONLY:
             continue
+        if fn is point_designs and out:  # a point is built only from sound fields
+            continue
         try:
             out += fn(space)
         except ValueError as exc:  # InvalidDesign is one
@@ -120,12 +122,15 @@ def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Pro
         if info is None:
             continue
         for layer_path, layers in _value_paths(spec.layers, (*path, "layers")):
-            chosen = (layers,) if isinstance(layers, int) else tuple(layers)
+            chosen = (layers,) if isinstance(layers, int | str) else tuple(layers)
             if len(set(chosen)) < len(chosen):
                 out.append(Problem(layer_path, f"layer list {list(chosen)} repeats a layer; "
                                    "list each layer once"))
             for index in chosen:
-                if not info.depth_ok(index):
+                if isinstance(index, str) and not info.depth_ok(index):
+                    out.append(Problem(layer_path, f"layer {index}: {source} ({info.family}) has no "
+                                       "neck; only SAM experts do, so select a block index instead"))
+                elif not info.depth_ok(index):
                     out.append(Problem(layer_path, f"layer {index} is beyond {source}'s depth: "
                                        f"it has {info.num_layers} layers, so use an index from "
                                        f"-{info.num_layers + 1} to {info.num_layers}"))
@@ -149,12 +154,13 @@ def experts(space: SearchSpace) -> list[Problem]:
 
 
 def _tokens_fit(space: SearchSpace) -> list[Problem]:
-    """`tokens` must not exceed the expert's own grid (reduction only pools)."""
+    """`tokens` must not exceed the expert's own grid (pooling and unshuffling only reduce; a
+    bilinear resize may enlarge, as EAGLE's does)."""
     out = []
     compiled = compile_space(space)
     for name, node in compiled.experts.items():
         for v in values(node, "low"):
-            if v["tokens"] is None:
+            if v["tokens"] is None or v["reduce"] == "resize":
                 continue
             try:
                 grid = expert_grid(ExpertConfig(**{**v, "tokens": None}))
@@ -164,10 +170,39 @@ def _tokens_fit(space: SearchSpace) -> list[Problem]:
                 problem = Problem((*space.expert_path(name), "tokens"),
                                   f"tokens {v['tokens']} exceeds {v['source']}'s {grid[0]}x"
                                   f"{grid[1]} grid at layers {v['layers']}; use at most "
-                                  f"{grid[0] * grid[1]} or raise image_size")
+                                  f"{grid[0] * grid[1]}, raise image_size, or enlarge it with "
+                                  "reduce: resize")
                 if problem not in out:
                     out.append(problem)
     return out
+
+
+@_vlm_check
+def reductions_read(space: SearchSpace) -> list[Problem]:
+    """A point's `tokens`/`reduce` must be read: `reduce` says how to reach `tokens`, and an
+    injection fusion reads its secondaries at full resolution (`cost.fusion_plan`)."""
+    from search_space.cost import fusion_plan
+
+    compiled = compile_space(space)
+    if compiled.free_parameters() or not compiled.subsets:
+        return []
+    try:
+        point = compiled.only_point()
+    except ValidationError:
+        return []
+    out = [Problem((*space.expert_path(name), "reduce"), f"reduce: {cfg.reduce} says how the expert "
+                   "reaches `tokens`, but tokens is null (every token kept); set tokens, or leave "
+                   "reduce out") for name, cfg in point.experts.items()
+           if cfg.tokens is None and cfg.reduce != "pool"]
+    try:
+        unread = fusion_plan(point).unread
+    except InvalidDesign:
+        return out  # point_designs names it
+    kind = point.fusion.kind
+    return out + [Problem((*space.expert_path(name), "tokens"), f"{kind} reads windows of '{name}' at "
+                          "its full resolution (M x M of its tokens per fused token), so its tokens "
+                          "and reduce are not read; remove them (the primary's reduction, for "
+                          "mr_adapter / cross_attention, reduces the fused tokens)") for name in unread]
 
 
 @_vlm_check

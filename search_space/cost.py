@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from search_space.components import POSITIONS
 from search_space.errors import InvalidDesign
-from search_space.fusions import FUSIONS, INSIDE_FAMILIES, Grid
+from search_space.fusions import FUSIONS, INSIDE_FAMILIES, FusionKind, Grid
 from search_space.point import ExpertConfig, TrialConfig
-from search_space.presets import expert_info
+from search_space.presets import ExpertInfo, expert_info
+from search_space.reductions import REDUCTIONS, reduced
 from search_space.sampling import CompiledSpace, FusionOption, values
 
 
@@ -39,17 +40,73 @@ MERGE_GRIDS: dict[str, Callable[[Sequence[Grid]], Grid]] = {
 }
 
 
+def layer_shapes(cfg: ExpertConfig, info: ExpertInfo) -> list[tuple[Grid, int]]:
+    """Each selected layer's (grid, width) after the expert's reduction to `tokens` (each layer
+    is reduced before the merge: REFERENCE.md, "Token reduction"; `search_space.reductions`)."""
+    return [reduced(info.grid(layer, cfg.image_size), info.layer_width(layer), cfg.tokens, cfg.reduce)
+            for layer in cfg.layer_list]
+
+
 def expert_grid(cfg: ExpertConfig) -> Grid:
     """The expert's grid after layer merge and reduction (REFERENCE.md: token reduction)."""
-    if cfg.tokens is not None:
-        side = math.isqrt(cfg.tokens)
-        return side, side
     info = expert_info(cfg.source)
     if info is None:
+        if cfg.tokens is not None and REDUCTIONS.get(cfg.reduce).width_preserving:
+            side = math.isqrt(cfg.tokens)
+            return side, side
         raise UnknownGeometry(f"the grid of '{cfg.source}' is unknown until it is loaded; "
-                              "set `tokens` to fix it")
-    grids = [info.grid(layer, cfg.image_size) for layer in cfg.layer_list]
+                              "set `tokens` (with reduce: pool or resize) to fix it")
+    grids = [grid for grid, _ in layer_shapes(cfg, info)]
     return MERGE_GRIDS[cfg.merge_grid](grids)  # merged layers meet at the smallest / largest grid
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """The experts as the fusion reads them (primary first) and the reduction of its groups.
+
+    vlmsearch rule (REFERENCE.md, "Token reduction"): a fusion that reads windows of its experts'
+    maps (`FusionKind.injects`: mr_adapter, cross_attention, sva) gets every expert at its full
+    resolution, since an M x M window per primary token (or query) is its point; a secondary's
+    `tokens`/`reduce` are not read there (`unread`; a point that sets them is refused by
+    `vlmsearch check`, while a space's pool keeps them for its other fusion kinds). Where the
+    group lies on the primary's grid (mr_adapter, cross_attention) the primary's reduction is
+    applied to the fused group instead (`after`); sva's group is its query grid.
+    """
+
+    experts: tuple[tuple[str, ExpertConfig], ...]
+    after: ExpertConfig | None = None  # whose tokens/reduce reduce the fused group(s)
+    unread: tuple[str, ...] = ()       # experts whose tokens/reduce this fusion does not read
+
+    def output(self, groups: Sequence[Grid]) -> list[Grid]:
+        """The fused groups after `after`'s reduction (a width-preserving one: they are at the
+        LM width already)."""
+        if self.after is None:
+            return list(groups)
+        return [reduced(g, 1, self.after.tokens, self.after.reduce)[0] for g in groups]
+
+
+def fusion_plan(point: TrialConfig) -> FusionPlan:
+    """How `point`'s experts enter its fusion (raises InvalidDesign for an unshuffled primary
+    of an injection fusion: its fused group is at the LM width already)."""
+    ordered = point.ordered_experts()
+    kind = FUSIONS.get(point.fusion.kind)
+    if not kind.injects:
+        return FusionPlan(tuple(ordered))
+    (name, primary), rest = ordered[0], ordered[1:]
+    readers = rest if kind.on_primary else ordered
+    unread = tuple(n for n, cfg in readers if cfg.tokens is not None)
+    if not kind.on_primary or primary.tokens is None:
+        return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), None, unread)
+    if not REDUCTIONS.get(primary.reduce).width_preserving:
+        raise InvalidDesign(f"{point.fusion.kind} reduces its fused tokens (at the LM width) by its "
+                            f"primary '{name}''s reduction, which reduce: {primary.reduce} would "
+                            "widen; use reduce: pool or resize on it")
+    return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), primary, unread)
+
+
+def _full(cfg: ExpertConfig) -> ExpertConfig:
+    """The expert at its full resolution (no reduction of its own)."""
+    return cfg if cfg.tokens is None else cfg.model_copy(update={"tokens": None, "reduce": "pool"})
 
 
 def groups_cost(groups: Sequence[Grid], positions: str) -> Cost:
@@ -64,16 +121,17 @@ def point_cost(point: TrialConfig) -> Cost:
     if not point.trains_vlm:
         return Cost(0, 0, ())
     point.fusion_projector()  # a per-expert projector mapping only where the operator has one per expert
-    grids = [expert_grid(cfg) for _, cfg in point.ordered_experts()]
+    plan = fusion_plan(point)
+    grids = [expert_grid(cfg) for _, cfg in plan.experts]
     if FUSIONS.get(point.fusion.kind).live_primary:
-        _check_inside(point)
+        _check_inside(point, plan)
     groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
-    return groups_cost(groups, point.positions)
+    return groups_cost(plan.output(groups), point.positions)
 
 
-def _check_inside(point: TrialConfig) -> None:
+def _check_inside(point: TrialConfig, plan: FusionPlan) -> None:
     """An operator inside the primary (mr_adapter) needs a ViT with blocks, read at its width."""
-    name, cfg = point.ordered_experts()[0]
+    name, cfg = plan.experts[0]
     info = expert_info(cfg.source)
     kind = point.fusion.kind
     if info is not None and info.family not in INSIDE_FAMILIES:
@@ -88,7 +146,7 @@ def _check_inside(point: TrialConfig) -> None:
         return
     point.fusion.positions(info.num_layers)  # `at` within the primary's blocks
     inner = info.grid(-1, cfg.image_size)
-    for other, scfg in point.ordered_experts()[1:]:
+    for other, scfg in plan.experts[1:]:
         for target in {inner, expert_grid(cfg)}:  # the adapters inside, the final align after
             _check_pooling(kind, other, expert_grid(scfg), target)
 
@@ -97,8 +155,8 @@ def _check_pooling(kind: str, name: str, grid: Grid, target: Grid) -> None:
     """LLaVA-HR avg-pools a larger secondary by an integer ratio (it interpolates a smaller one)."""
     if grid[0] * grid[1] > target[0] * target[1] and (grid[0] % target[0] or grid[1] % target[1]):
         raise InvalidDesign(f"{kind} pools {name}'s {grid[0]}x{grid[1]} grid to the primary's "
-                            f"{target[0]}x{target[1]} by an integer ratio; give {name} a multiple of "
-                            "it (its `tokens` or `image_size`) or the primary a larger `image_size`")
+                            f"{target[0]}x{target[1]} by an integer ratio; give {name} an `image_size` "
+                            "whose grid is a multiple of it, or the primary a larger `image_size`")
 
 
 def position_ids(groups: Sequence[Grid], positions: str, p0: int) -> tuple[list[list[list[int]]], int]:
@@ -126,6 +184,24 @@ class CostRange:
         return bounds
 
 
+Geom = tuple[Grid, Grid, int, str]  # an expert value's grid reduced, at full resolution, tokens, reduce
+NO_GRID: Grid = (0, 0)              # unknown until loaded, or its reduction cannot apply
+
+
+def _geometry(cfg: ExpertConfig) -> tuple[Geom, bool]:
+    """The expert value's `Geom` and whether a grid of it is unknown without loading it."""
+    grids, unknown = [], False
+    for one in (cfg, _full(cfg)):
+        try:
+            grids.append(expert_grid(one))
+        except UnknownGeometry:
+            grids.append(NO_GRID)
+            unknown = True
+        except InvalidDesign:
+            grids.append(NO_GRID)
+    return (grids[0], grids[1], cfg.tokens or 0, cfg.reduce), unknown
+
+
 def space_cost_range(compiled: CompiledSpace) -> CostRange:
     """Smallest and largest visual_tokens / positions_used over every point of the space.
 
@@ -137,12 +213,16 @@ def space_cost_range(compiled: CompiledSpace) -> CostRange:
     seen: set[tuple[int, int]] = set()
     unknown = False
     positions = tuple(values(dict(compiled.rest.fields)["positions"]))
-    grid_sets: dict[str, tuple[Grid, ...]] = {}
+    grid_sets: dict[str, tuple[Geom, ...]] = {}
     for name, node in compiled.experts.items():
-        try:
-            grid_sets[name] = tuple(sorted({expert_grid(ExpertConfig(**v)) for v in values(node, "low")}))
-        except UnknownGeometry:
-            unknown = True
+        geoms = set()
+        for v in values(node, "low"):
+            geom, missing = _geometry(ExpertConfig(**v))
+            unknown |= missing
+            if geom[:2] != (NO_GRID, NO_GRID):
+                geoms.add(geom)
+        if geoms:
+            grid_sets[name] = tuple(sorted(geoms))
     for subset in compiled.subsets:
         if any(n not in grid_sets for n in subset):
             continue
@@ -157,25 +237,43 @@ def space_cost_range(compiled: CompiledSpace) -> CostRange:
     return CostRange((min(tokens), max(tokens)), (min(used), max(used)), complete=not unknown)
 
 
+def _entry_grids(kind: FusionKind, combo: Sequence[Geom]) -> list[Grid] | None:
+    """The grids the fusion reads from these experts (`fusion_plan`'s rule); None: invalid."""
+    if kind.injects:
+        first = combo[0]
+        if kind.on_primary and first[2] and not REDUCTIONS.get(first[3]).width_preserving:
+            return None
+        grids = [g[1] for g in combo]
+    else:
+        grids = [g[0] for g in combo]
+    return None if NO_GRID in grids else grids
+
+
 @functools.lru_cache(maxsize=4096)
-def _option_costs(option: FusionOption, first: tuple[Grid, ...], rest: tuple[tuple[Grid, ...], ...],
+def _option_costs(option: FusionOption, first: tuple[Geom, ...], rest: tuple[tuple[Geom, ...], ...],
                   positions: tuple[str, ...]) -> frozenset[tuple[int, int]]:
     """(tokens, positions) of one fusion option over every grid multiset."""
     kind = FUSIONS.get(option.kind)
     params = {kind.params.model_validate(v) for v in values(option.node, "low")}
     out: set[tuple[int, int]] = set()
-    for p, grids in itertools.product(params, _multisets(first, rest)):
+    for p, combo in itertools.product(params, _multisets(first, rest)):
+        grids = _entry_grids(kind, combo)
+        if grids is None:
+            continue
         try:
             groups = kind.groups(p, grids)
         except InvalidDesign:
             continue
+        tokens, reduce = combo[0][2:]
+        if kind.on_primary and tokens:
+            groups = [reduced(g, 1, tokens, reduce)[0] for g in groups]
         out |= {(c.visual_tokens, c.positions_used) for c in (groups_cost(groups, s) for s in positions)}
     return frozenset(out)
 
 
-def _multisets(first: tuple[Grid, ...], rest: tuple[tuple[Grid, ...], ...]) -> set[tuple[Grid, ...]]:
-    """Each choice of the first grid, then the others' grids as a sorted multiset."""
-    tails: set[tuple[Grid, ...]] = {()}
+def _multisets(first: tuple[Geom, ...], rest: tuple[tuple[Geom, ...], ...]) -> set[tuple[Geom, ...]]:
+    """Each choice of the first expert's value, then the others' as a sorted multiset."""
+    tails: set[tuple[Geom, ...]] = {()}
     for options in rest:
         tails = {tuple(sorted((*tail, g))) for tail in tails for g in options}
     return {(g, *tail) for g in first for tail in tails}

@@ -168,27 +168,36 @@ def _sva(p: SVA, grids: Sequence[Grid]) -> list[Grid]:
 
 @dataclass(frozen=True)
 class FusionKind:
+    """`injects`: the operator reads windows of its experts' maps (mr_adapter, cross_attention,
+    sva), so every expert enters it at full resolution; `on_primary`: its group lies on the
+    primary's grid, so the primary's reduction applies to the fused group instead
+    (`search_space.cost.fusion_plan`, which both the cost model and the built model read)."""
+
     params: type[FusionParams]
     groups: Callable[..., list[Grid]]
     min_experts: int = 1
     per_expert_projector: bool = False  # each expert has its own projector (a mapping may name them)
     live_primary: bool = False  # it runs inside the primary expert: the primary is never cached
+    injects: bool = False       # it reads windows of its experts' maps: they enter at full resolution
+    on_primary: bool = False    # its one group lies on the primary's grid
 
 
 PER_EXPERT_PROJECTOR = frozenset({"sequence_concat", "resampler"})
 FUSIONS: Registry[FusionKind] = Registry("fusion")
-for _params, _groups, _min, _live in [
-    (ChannelConcat, _channel_concat, 1, False),
-    (SequenceConcat, _sequence_concat, 1, False),
-    (GatedInjection, _primary, 2, False),
-    (MRAdapter, _primary, 2, True),
-    (CrossAttention, _primary, 2, False),
-    (Resampler, _resampler, 1, False),
-    (SVA, _sva, 1, False),
+for _params, _groups, _min, _live, _injects in [
+    (ChannelConcat, _channel_concat, 1, False, False),
+    (SequenceConcat, _sequence_concat, 1, False, False),
+    (GatedInjection, _primary, 2, False, False),  # the late variant: secondaries reduced, resized
+    (MRAdapter, _primary, 2, True, True),
+    (CrossAttention, _primary, 2, False, True),
+    (Resampler, _resampler, 1, False, False),
+    (SVA, _sva, 1, False, True),
 ]:
     # (the description: the docstring's first paragraph, on one line)
     _name = _params.model_fields["kind"].default
-    FUSIONS.register(_name, FusionKind(_params, _groups, _min, _name in PER_EXPERT_PROJECTOR, _live),
+    _kind = FusionKind(_params, _groups, _min, _name in PER_EXPERT_PROJECTOR, _live, _injects,
+                       on_primary=_groups is _primary)
+    FUSIONS.register(_name, _kind,
                      " ".join((_params.__doc__ or "").split("\n\n")[0].split()))
 
 FusionConfig = (ChannelConcat | SequenceConcat | GatedInjection | MRAdapter | CrossAttention | Resampler

@@ -16,6 +16,7 @@ from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveI
 from search_space.numbers import Seed
 from search_space.presets import LM_PRESETS, PRESETS
 from search_space.ranges import TAG, Scalar
+from search_space.reductions import REDUCTIONS
 from search_space.registry import Registry, unknown_name_message
 from search_space.sources import is_source_ref, parse_source
 
@@ -71,7 +72,9 @@ def projectors_of(per_expert: Any) -> Any:
 
 
 Projectors = projectors_of(ProjectorName)
-LayerSel = int | Annotated[tuple[int, ...], Field(min_length=1)]
+ReductionName = Annotated[str, registered(REDUCTIONS)]
+LayerId = int | Literal["neck"]  # a hidden-state index, or SAM's neck (presets.NECK)
+LayerSel = LayerId | Annotated[tuple[LayerId, ...], Field(min_length=1)]
 ImageSide = Annotated[int, Field(ge=16, le=4096)]
 MergeGrid = Literal["smallest", "largest"]  # smallest: pooled down; largest: bilinear up (Mini-Gemini)
 
@@ -116,16 +119,21 @@ TrainMode = Literal["frozen", "lora", "full"]
 
 
 class ExpertConfig(Frozen):
-    """One vision expert: which layers, merged how, reduced to how many tokens; frozen (its
-    features cached) unless `train` says otherwise (then it runs live every step)."""
+    """One vision expert: which layers, merged how, reduced to how many tokens (and how); frozen
+    (its features cached) unless `train` says otherwise (then it runs live every step).
+
+    Each selected layer is reduced to `tokens` before the merge (REFERENCE.md, "Token
+    reduction"; `search_space.reductions`), so the cached part ends at the final grid."""
 
     # left out of the hash at their defaults
-    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid", "trust_remote_code"})
+    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid", "trust_remote_code", "reduce"})
 
     source: ExpertSource
-    layers: LayerSel = -1
+    layers: LayerSel = -1                # HF hidden-state index (0 embeddings, -1 last), or neck (SAM)
     merge: MergeName = "layerscale"
     tokens: SquareInt | None = None      # reduce to a sqrt(tokens) square grid; null keeps all
+    reduce: ReductionName = "pool"       # how: pool, resize (EAGLE), unshuffle (LEO); unread
+    #                                      when tokens is null (`vlmsearch check` says so for a point)
     image_size: ImageSide | None = None  # the expert's input side; null: its native size
     primary: bool = False                # the primary expert of mr_adapter / cross_attention
     train: TrainMode = "frozen"          # lora / full: the expert trains (EAGLE, LLaVA-HR)
@@ -133,8 +141,13 @@ class ExpertConfig(Frozen):
     trust_remote_code: bool = False      # run the checkpoint's own modeling code (InternViT, ...)
 
     @property
-    def layer_list(self) -> tuple[int, ...]:
-        return (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
+    def layer_list(self) -> tuple[LayerId, ...]:
+        return (self.layers,) if isinstance(self.layers, int | str) else tuple(self.layers)
+
+    @property
+    def reduces(self) -> bool:
+        """Whether the expert sets a reduction of its own (`tokens`)."""
+        return self.tokens is not None
 
 
 LearningRate = Annotated[float, Field(gt=0)]

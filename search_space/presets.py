@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search_space.errors import InvalidDesign
 from search_space.registry import Registry
+
+NECK = "neck"  # the layer name of SAM's neck (`SamVisionModel(...).last_hidden_state`)
 
 
 @dataclass(frozen=True)
@@ -27,21 +30,31 @@ class ExpertInfo:
     fixed_image_size: bool = False  # SAM: the config fixes the input side
     stage_strides: tuple[int, ...] = ()  # ConvNeXt: stride of hidden_states[i]
     stage_widths: tuple[int, ...] = ()   # ConvNeXt: channels of hidden_states[i]
+    neck_width: int = 0            # SAM: channels of the neck (`last_hidden_state`); 0: no neck
     config: dict[str, Any] = field(default_factory=dict, compare=False)  # its HF (vision) config
 
-    def depth_ok(self, index: int) -> bool:
-        """HF hidden-state index: 0 = embeddings, -1 = last block."""
+    def depth_ok(self, index: int | str) -> bool:
+        """HF hidden-state index: 0 = embeddings, -1 = last block; "neck" where there is one."""
+        if isinstance(index, str):
+            return index == NECK and self.neck_width > 0
         return -(self.num_layers + 1) <= index <= self.num_layers
 
-    def grid(self, layer: int, image_size: int | None = None) -> tuple[int, int]:
-        """Token grid (h, w) of hidden state `layer` at `image_size` (CLS/registers excluded)."""
+    def grid(self, layer: int | str, image_size: int | None = None) -> tuple[int, int]:
+        """Token grid (h, w) of hidden state `layer` at `image_size` (CLS/registers excluded);
+        the neck keeps the last block's grid."""
         side = image_size or self.image_size
+        if isinstance(layer, str):
+            layer = -1
         if self.stage_strides:
             stride = self.stage_strides[layer % (self.num_layers + 1)]
             return side // stride, side // stride
         return side // self.patch_size, side // self.patch_size
 
-    def layer_width(self, layer: int) -> int:
+    def layer_width(self, layer: int | str) -> int:
+        if isinstance(layer, str):
+            if not self.neck_width:
+                raise InvalidDesign(f"a {self.family} expert has no {layer}; only SAM experts do")
+            return self.neck_width
         if self.stage_widths:
             return self.stage_widths[layer % (self.num_layers + 1)]
         return self.width
@@ -63,6 +76,7 @@ for _name, _cls, _desc in [
     ("sam", "SamVisionModel", "SAM ViT image encoder; fixed input size; channels-last states"),
     ("convnext", "ConvNextModel", "ConvNeXt; hidden states are stage maps (stride 4..32)"),
     ("mae", "ViTMAEModel", "MAE ViT; run with mask_ratio=0 so no token is dropped"),
+    ("internvit", "InternVisionModel", "InternViT (LEO, InternVL): remote code, geometry and costs only"),
     ("generic", "AutoModel", "any HF vision model that returns hidden states"),
 ]:
     FAMILIES.register(_name, Family(_cls, _desc), _desc)
@@ -89,7 +103,7 @@ for _name, _info, _desc in [
      "DINOv2 ViT, 4 layers, 48 wide, 8x8 @112"),
     ("tiny-mae", _vit("mae", "ViTMAEModel", 96, 8, {"mask_ratio": 0.0}),
      "MAE ViT, 4 layers, 64 wide, 12x12 @96"),
-    ("tiny-sam", ExpertInfo("sam", "SamVisionModel", 128, 16, 2, 32, fixed_image_size=True,
+    ("tiny-sam", ExpertInfo("sam", "SamVisionModel", 128, 16, 2, 32, fixed_image_size=True, neck_width=32,
                             config={"hidden_size": 32, "output_channels": 32,
                                     "num_hidden_layers": 2, "num_attention_heads": 2,
                                     "image_size": 128, "patch_size": 16, "mlp_dim": 64,
@@ -147,12 +161,12 @@ KNOWN_CHECKPOINTS: dict[str, ExpertInfo] = {
         "layerscale_value": 1.0, "qkv_bias": True, "use_swiglu_ffn": False}),
     # vision_config of facebook/sam-vit-base (convert_sam_to_hf.py: sam_vit_b, the defaults)
     "facebook/sam-vit-base": ExpertInfo("sam", "SamVisionModel", 1024, 16, 12, 768,
-                                        fixed_image_size=True, config={
+                                        fixed_image_size=True, neck_width=256, config={
         **_SAM, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "mlp_dim": 3072, "global_attn_indexes": [2, 5, 8, 11]}),
     # vision_config of facebook/sam-vit-large (convert_sam_to_hf.py: sam_vit_l)
     "facebook/sam-vit-large": ExpertInfo("sam", "SamVisionModel", 1024, 16, 24, 1024,
-                                         fixed_image_size=True, config={
+                                         fixed_image_size=True, neck_width=256, config={
         **_SAM, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
         "mlp_dim": 4096, "global_attn_indexes": [5, 11, 17, 23]}),
     # facebook/convnext-large-224 config.json (convert_convnext_to_pytorch.py: large)
@@ -168,12 +182,23 @@ KNOWN_CHECKPOINTS: dict[str, ExpertInfo] = {
         "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
         "num_attention_heads": 16, "patch_size": 16, "image_size": 224, "hidden_act": "gelu",
         "qkv_bias": True, "layer_norm_eps": 1e-12, "mask_ratio": 0.75}),
+    # OpenGVLab/InternViT-300M-448px config.json (LEO's first encoder; model_type intern_vit_6b,
+    # remote code: LEO's configuration_intern_vit.py / modeling_intern_vit.py at d2787c6):
+    # 24 pre-LN blocks with layer scale, 1024 wide, patch 14 at 448 px -> 32x32 (+ CLS)
+    "OpenGVLab/InternViT-300M-448px": ExpertInfo("internvit", "InternVisionModel", 448, 14, 24, 1024,
+                                                 config={
+        "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+        "num_attention_heads": 16, "patch_size": 14, "image_size": 448, "num_channels": 3,
+        "qkv_bias": True, "qk_normalization": False, "norm_type": "layer_norm",
+        "layer_norm_eps": 1e-6, "hidden_act": "gelu", "initializer_factor": 0.1,
+        "model_type": "intern_vit_6b"}),
 }
 
 _CLASS_FAMILY = {family.hf_class: name for name, family in FAMILIES.items()}
 _MODEL_TYPE_FAMILY = {"clip_vision_model": "clip", "clip": "clip", "siglip_vision_model": "siglip",
                       "siglip": "siglip", "dinov2": "dinov2", "sam_vision_model": "sam",
-                      "sam": "sam", "convnext": "convnext", "vit_mae": "mae"}
+                      "sam": "sam", "convnext": "convnext", "vit_mae": "mae",
+                      "intern_vit_6b": "internvit"}
 
 
 def info_from_config(config: dict[str, Any]) -> ExpertInfo:
@@ -188,9 +213,11 @@ def info_from_config(config: dict[str, Any]) -> ExpertInfo:
         return ExpertInfo(family, FAMILIES.get(family).hf_class, vision.get("image_size", 224), 4,
                           len(widths), widths[-1], stage_strides=(4, 4, 8, 16, 32)[: len(widths) + 1],
                           stage_widths=(widths[0], *widths), config=dict(vision))
+    sam = family == "sam"
     return ExpertInfo(family, FAMILIES.get(family).hf_class, vision.get("image_size", 224),
                       vision.get("patch_size", 16), vision.get("num_hidden_layers", 12),
-                      vision.get("hidden_size", 768), fixed_image_size=family == "sam",
+                      vision.get("hidden_size", 768), fixed_image_size=sam,
+                      neck_width=vision.get("output_channels", 256) if sam else 0,
                       config=dict(vision))
 
 

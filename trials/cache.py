@@ -65,16 +65,20 @@ class CacheStats:
         return self.memory_hits + self.disk_hits
 
 
-def cache_key(identity: str, image_size: int, layers: tuple[int, ...], tokens: int | None,
-              data_fingerprint: str, dtype: str = "float32", merge_grid: str = "smallest") -> str:
+def cache_key(identity: str, image_size: int, layers: tuple[int | str, ...], tokens: int | None,
+              data_fingerprint: str, dtype: str = "float32", merge_grid: str = "smallest",
+              reduce: str = "pool") -> str:
     """Everything the cached tensors depend on, hashed (the dtype only when not fp32, the merge
-    grid only when not the smallest, so older keys stand)."""
+    grid only when not the smallest, the reduction only when it is read and not pooling: older
+    keys stand)."""
     spec = {"v": VERSION, "expert": identity, "image_size": image_size, "layers": list(layers),
             "tokens": tokens, "data": data_fingerprint}
     if dtype != "float32":
         spec["dtype"] = dtype
     if merge_grid != "smallest":
         spec["merge_grid"] = merge_grid
+    if tokens is not None and reduce != "pool":
+        spec["reduce"] = reduce
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 

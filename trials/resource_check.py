@@ -60,6 +60,15 @@ SMALL: dict[str, dict[str, Any]] = {
         "train": {"batch_size": 4, "stages": [{"train": ["connector"], "steps": 2, "lr": 1e-3},
                                               {"train": ["connector", "lm", "experts"], "steps": 2,
                                                "lr": 1e-4}]}},
+    "leo-unshuffle-interleave": {  # LEO's geometry: SAM's neck and a ViT, each unshuffled
+        "experts": {"clip": {"source": "tiny-clip", "tokens": 36, "reduce": "unshuffle"},
+                    "sam": {"source": "tiny-sam", "layers": "neck", "tokens": 16, "reduce": "resize"}},
+        "fusion": {"kind": "sequence_concat"}, "projector": "ln_mlp2x_gelu"},
+    "cross-attention-full-res-neck-trains": {  # secondary at full resolution; its neck in backward
+        "experts": {"clip": {"source": "tiny-clip", "tokens": 16, "reduce": "resize"},
+                    "sam": {"source": "tiny-sam", "layers": ["neck", -1], "merge": "concat",
+                            "train": "full"}},
+        "fusion": {"kind": "cross_attention"}},
     "channel-concat-lora-expert": {"experts": {"dinov2": {"source": "tiny-dinov2", "train": "lora"},
                                                "mae": {"source": "tiny-mae", "tokens": 64}},
                                    "fusion": {"kind": "channel_concat"}, "projector": "linear"},

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from search_space.cost import expert_grid, point_cost
+from search_space.cost import expert_grid, fusion_plan, layer_shapes, point_cost
 from search_space.fusions import FUSIONS
 from search_space.point import ExpertConfig, Stage, TrialConfig
-from search_space.presets import ExpertInfo, expert_info
+from search_space.presets import NECK, ExpertInfo, expert_info
 from search_space.resources.blocks import Block, Flow
 from search_space.resources.connector import MERGE_COSTS, ExpertShape, connector_cost
 from search_space.resources.devices import DEVICE_PROFILES, GB, DeviceProfile
@@ -163,7 +163,7 @@ def _part(name: str, params: int, trainable: int, precision: str, activations: i
 def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: bool
                   ) -> tuple[list[Part], list[ExpertShape]]:
     parts, shapes = [], []
-    for index, (name, cfg) in enumerate(point.ordered_experts()):
+    for index, (name, cfg) in enumerate(fusion_plan(point).experts):  # as the fusion reads them
         info = _info(cfg)
         size = cfg.image_size or info.image_size
         # a fusion inside the primary (mr_adapter) runs it live; while the connector trains,
@@ -174,7 +174,7 @@ def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: b
         trains = cfg.train != "frozen" and "experts" in stage.train
         backprop = trains or grad_from is not None
         cost = vision_cost(info, size, cfg.train, precision=precision, recompute=recompute,
-                           grad_from=None if trains else grad_from)
+                           grad_from=None if trains else grad_from, neck=NECK in cfg.layer_list)
         # a frozen expert's features are cached (no FLOPs in the step); a live one (it trains
         # in some stage, or a fusion runs inside it) runs in every stage, keeping activations
         # for backward only where a gradient passes
@@ -182,7 +182,7 @@ def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: b
         parts.append(_part(f"expert {name}", cost.params, cost.trainable if trains else 0, precision,
                            cost.activations if backprop else 0, forward,
                            cost.backward if backprop else 0))
-        widths = [info.layer_width(i) for i in cfg.layer_list]
+        widths = [width for _, width in layer_shapes(cfg, info)]  # after the reduction
         merge = MERGE_COSTS.get(cfg.merge)
         # tokens carry a gradient from a training expert, or from a merge with weights that train
         merged = "connector" in stage.train and merge.cost(1, widths, Flow(True)).params > 0
@@ -197,8 +197,8 @@ def _connector_part(point: TrialConfig, stage: Stage, shapes: list[ExpertShape],
     trains = "connector" in stage.train
     flow = Flow(trains, recompute=recompute)
     projector = point.fusion_projector()  # one name, or one per expert (primary first)
-    merges = tuple((cfg.merge, shape.tokens, tuple(_info(cfg).layer_width(i) for i in cfg.layer_list))
-                   for (_, cfg), shape in zip(point.ordered_experts(), shapes, strict=True))
+    merges = tuple((cfg.merge, shape.tokens, tuple(w for _, w in layer_shapes(cfg, _info(cfg))))
+                   for (_, cfg), shape in zip(fusion_plan(point).experts, shapes, strict=True))
     def compute() -> Block:
         block = connector_cost(point.fusion, shapes, d_model, projector, flow)
         for merge, tokens, widths in merges:

@@ -84,6 +84,7 @@ class Trace:
         self._saved: set[int] = set()
         self._in_tail = False
         self.grad_from = grad_from  # blocks after which the hidden state carries a gradient
+        self.neck = False  # SAM's neck is read as a layer (its backward counts)
 
     # storages ----------------------------------------------------------------------------
 
@@ -126,9 +127,10 @@ class Trace:
             self.backward += w.backward(weights_train, input_grad)
 
     @contextmanager
-    def tail(self) -> Iterator[None]:
-        """Modules past the hidden states read: forward (and its saved tensors) only."""
-        self._in_tail = True
+    def tail(self, read: bool = False) -> Iterator[None]:
+        """Modules past the hidden states read: forward (and its saved tensors) only; `read`:
+        their output is read too (SAM's neck as a layer), so they are part of the backward."""
+        self._in_tail = not read
         try:
             yield
         finally:
@@ -275,8 +277,8 @@ VISION_FAMILIES: Registry[FamilyCost] = Registry("vision cost family")
 
 
 def vision_cost(info: ExpertInfo, image_size: int, train: str = "frozen", lora_rank: int = 8,
-                precision: str = "fp32", recompute: bool = True, grad_from: int | None = None
-                ) -> PartCost:
+                precision: str = "fp32", recompute: bool = True, grad_from: int | None = None,
+                neck: bool = False) -> PartCost:
     """Parameters, FLOPs and saved bytes of one image through the expert's whole HF model.
 
     `train`: "frozen" (nothing needs a gradient), "lora" (PEFT all-linear adapters of rank
@@ -284,16 +286,19 @@ def vision_cost(info: ExpertInfo, image_size: int, train: str = "frozen", lora_r
     need a gradient. `precision` "bf16": the forward runs under bf16 autocast (activation bytes
     change, parameters and FLOPs do not). `recompute`: attention backward recomputes the scores
     (the fused GPU kernels; False on the meta device / math kernel). `grad_from`: a trainable
-    adapter follows that many blocks (mr_adapter), so the later blocks pass a gradient back."""
-    return trace_vision(info, image_size, train, lora_rank, precision, recompute, CUDA, grad_from)
+    adapter follows that many blocks (mr_adapter), so the later blocks pass a gradient back.
+    `neck`: SAM's neck is a layer read, so the backward runs through it."""
+    return trace_vision(info, image_size, train, lora_rank, precision, recompute, CUDA, grad_from,
+                        neck)
 
 
 def trace_vision(info: ExpertInfo, image_size: int, train: str = "frozen", lora_rank: int = 8,
                  precision: str = "fp32", recompute: bool = True, policy: Policy = CUDA,
-                 grad_from: int | None = None) -> PartCost:
+                 grad_from: int | None = None, neck: bool = False) -> PartCost:
     """`vision_cost` with the kernel `policy` chosen (`CPU` to compare with CPU measurements)."""
     family = VISION_FAMILIES.get(info.family)
     trace = Trace(train, lora_rank, precision, recompute, policy, grad_from)
+    trace.neck = neck
     family(trace, expert_config(info, image_size), image_size)
     return trace.result()
 

@@ -160,6 +160,22 @@ def mae(t: Trace, c: dict[str, Any], size: int) -> None:
         t.norm(x, b.width)  # layernorm
 
 
+@VISION_FAMILIES.decorator("internvit", "InternVisionModel (remote code): class token, layer scale, "
+                                       "no final norm")
+def internvit(t: Trace, c: dict[str, Any], size: int) -> None:
+    """LEO's `modeling_intern_vit.py` (Mozhgan91/LEO at d2787c6): patch conv with bias, class
+    embedding and position table, pre-LN blocks with ls1/ls2 layer scale (qkv one Linear: the
+    parameters and FLOPs of three), no norm after the encoder. RMSNorm / qk-normalisation
+    variants (InternViT-6B) are not modelled."""
+    width = c["hidden_size"]
+    b = _block(c, qkv_bias=c["qkv_bias"], layer_scale=True)
+    patches = _patches(t, c, size, width)
+    t.weights(width + (_native_grid(c) + 1) * width)  # class embedding, position table
+    n = (size // c["patch_size"]) ** 2 + 1
+    x = t.new(n * width, "fp32", patches.grad or t.full)
+    _encoder(t, b, x, n, c["num_hidden_layers"])
+
+
 @VISION_FAMILIES.decorator("sam", "SamVisionModel: windowed + global attention, rel-pos, neck")
 def sam(t: Trace, c: dict[str, Any], size: int) -> None:
     width, g = c["hidden_size"], size // c["patch_size"]
@@ -172,7 +188,7 @@ def sam(t: Trace, c: dict[str, Any], size: int) -> None:
     for i in range(c["num_hidden_layers"]):
         window = 0 if i in c["global_attn_indexes"] else c["window_size"]
         x = _sam_layer(t, c, b, x, g, window)
-    with t.tail():  # the neck, on the channels-first view of the last state
+    with t.tail(read=t.neck):  # the neck, on the channels-first view of the last state
         out = c["output_channels"]
         y = t.norm(t.conv(t.view(x, g * g * width), (g, g), width, out, 1, bias=False), out)
         t.norm(t.conv(y, (g, g), out, out, 3, bias=False), out)

@@ -74,7 +74,9 @@ def test_hash_is_stable_across_releases() -> None:
 RELEASED_HASHES = {
     "comm": ["7396dd3106943e2b", "e543c6d30145321b", "34172ac784beaec1"],
     "comm_point": ["e1232190313eb730"],
-    "eagle": ["1f56ca99c0530999", "57f06711ed05cb15", "86c30af59d1b6e89"],
+    # eagle.yaml's pool itself changed (full-resolution experts, channel_concat on 32x32; the
+    # injection fusions read secondaries at full resolution): new designs, new hashes
+    "eagle": ["33cd4e76d681cbe7", "054a96fc04ad0982", "cd942d77f36540a9"],
     "mousi": ["650cebdeeb4d3214", "b878f170b56d539f", "8118781976918d7e"],
     "nasbench201": ["d76b13b673397b71", "add18b78637c3145", "7a9deb560f511b4c"],
     "planted": ["53ba9da45c2c04dd", "fa4644b02f0c9445", "4cb6821a17daa95b"],

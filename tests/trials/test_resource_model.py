@@ -13,12 +13,17 @@ from search_space import TrialConfig, load_point
 from trials.resource_check import SMALL, measure, predict
 
 ROOT = Path(__file__).resolve().parents[2]
-PAPERS = sorted((ROOT / "examples" / "papers").glob("*.yaml"))
+# LEO's InternViT is remote code, which vlmsearch does not build: its trace is held to a
+# reference forward in tests/search_space/test_resources_internvit.py, LEO's connector by the
+# `leo-unshuffle-interleave` small design
+REMOTE_CODE = {"leo"}
+PAPERS = [pytest.param(p, marks=pytest.mark.skip(reason="remote-code expert: not buildable"))
+          if p.stem in REMOTE_CODE else p for p in sorted((ROOT / "examples" / "papers").glob("*.yaml"))]
 TEXT_TOKENS = 48
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", PAPERS, ids=[p.stem for p in PAPERS])
+@pytest.mark.parametrize("path", PAPERS, ids=[getattr(p, "values", [p])[0].stem for p in PAPERS])
 def test_paper_designs_parameters_exact_and_step_flops_as_counted(path: Path) -> None:
     point, _ = load_point(path)
     measured, predicted = measure(point, TEXT_TOKENS, split=False), predict(point, TEXT_TOKENS)

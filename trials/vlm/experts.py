@@ -21,13 +21,23 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import cached_file
 
-from search_space import FAMILIES, PRESETS, ExpertConfig, ExpertInfo, Registry, expert_info, info_from_config
+from search_space import (
+    FAMILIES,
+    NECK,
+    PRESETS,
+    ExpertConfig,
+    ExpertInfo,
+    Registry,
+    expert_info,
+    info_from_config,
+    layer_shapes,
+)
 from trials.vlm.expert_sources import needs_remote_code, register_adapters, remote_code_refused
 from trials.vlm.processing import Processing, processing
-from trials.vlm.reduce import MERGE_MODULES, Features, Grid, pool_layers
+from trials.vlm.reduce import MERGE_MODULES, Features, Grid, reduce_layers
 
 __all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "Inject", "out_width",
-           "preset_seed", "resolve_info"]
+           "preset_seed", "reduced_widths", "resolve_info"]
 
 # block k (1-based) -> what replaces hidden state k: fn(patch tokens (B, h*w, C), grid) -> (B, h*w, C)
 Inject = Mapping[int, Callable[[Tensor, Grid], Tensor]]
@@ -130,6 +140,12 @@ class FamilyAdapter:
             for handle in handles:
                 handle.remove()
 
+    def select(self, model: PreTrainedModel, pixels: Tensor, layers: tuple[int | str, ...]
+               ) -> list[tuple[Tensor, Grid]]:
+        """The selected layers' tokens and grids (one forward)."""
+        states = self.layers(model, pixels)
+        return [states[i] for i in layers]  # type: ignore[index]
+
 
 ADAPTERS: Registry[type[FamilyAdapter]] = Registry("expert family")
 
@@ -192,12 +208,44 @@ def _read_map(state: Tensor) -> tuple[Tensor, Grid]:
 
 @ADAPTERS.decorator("sam", FAMILIES.description("sam"))
 class SamAdapter(FamilyAdapter):
+    """The blocks' hidden states are channels-last; layer `neck` is the neck's output
+    (`last_hidden_state`, channels-first (B, output_channels, H, W): what LEO and MouSi read)."""
+
     family = "sam"
     fixed_image_size = True
 
     def read(self, state: Tensor, config: PretrainedConfig, side: int) -> tuple[Tensor, Grid]:
         b, h, w, c = state.shape  # channels-last (B, H, W, C)
         return state.reshape(b, h * w, c), (h, w)
+
+    def select(self, model: PreTrainedModel, pixels: Tensor, layers: tuple[int | str, ...]
+               ) -> list[tuple[Tensor, Grid]]:
+        out = model(pixel_values=pixels, output_hidden_states=True)
+        side = int(pixels.shape[-1])
+        return [_read_map(out.last_hidden_state) if layer == NECK  # (B, h*w, output_channels)
+                else self.read(out.hidden_states[layer], model.config, side) for layer in layers]
+
+
+@ADAPTERS.decorator("internvit", FAMILIES.description("internvit"))
+class InternVitAdapter(FamilyAdapter):
+    """InternViT's modeling code lives in its checkpoint (trust_remote_code), which vlmsearch does
+    not run: its geometry serves the cost and resource models (`vlmsearch check`) only."""
+
+    family = "internvit"
+
+    def _refuse(self) -> PreTrainedModel:
+        raise ValueError("InternViT is remote code (its checkpoint's modeling_intern_vit.py), which "
+                         "vlmsearch does not run; `vlmsearch check` estimates it, but to train use "
+                         "an expert transformers ships (vlmsearch list experts)")
+
+    def build(self, config: PretrainedConfig) -> PreTrainedModel:
+        return self._refuse()
+
+    def make_config(self, kwargs: dict[str, Any]) -> PretrainedConfig:
+        return self._refuse()
+
+    def load(self, source: str) -> PreTrainedModel:
+        return self._refuse()
 
 
 @ADAPTERS.decorator("convnext", FAMILIES.description("convnext"))
@@ -347,8 +395,11 @@ class Expert(nn.Module):
         config_hash = _digest(json.dumps(self.info.config, sort_keys=True).encode())
         return model, f"random:{source}#{config_hash}"
 
-    def _check_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def _check_layers(self, layers: tuple[int | str, ...]) -> tuple[int | str, ...]:
         for index in layers:
+            if isinstance(index, str) and not self.info.depth_ok(index):
+                raise ValueError(f"layer {index}: {self.cfg.source} ({self.info.family}) has no neck; "
+                                 "only SAM experts do, so select a block index instead")
             if not self.info.depth_ok(index):
                 raise ValueError(f"layer {index} is beyond {self.cfg.source}'s depth: it has "
                                  f"{self.info.num_layers} layers, so use an index from "
@@ -376,21 +427,25 @@ class Expert(nn.Module):
         pixels = self.preprocess(images)
         hooks = self.adapter.inject(self.model, inject, pixels.shape[-1]) if inject else nullcontext()
         with torch.set_grad_enabled((self.trains or bool(inject)) and torch.is_grad_enabled()), hooks:
-            states = self.adapter.layers(self.model, pixels)
-        return [Features(*states[i]) for i in self.layers]
+            states = self.adapter.select(self.model, pixels, self.layers)
+        return [Features(*state) for state in states]
+
+
+def reduced_widths(cfg: ExpertConfig, info: ExpertInfo) -> list[int]:
+    """Channels of each selected layer after the expert's reduction (unshuffle widens)."""
+    return [width for _, width in layer_shapes(cfg, info)]
 
 
 def out_width(cfg: ExpertConfig) -> int:
-    """Channels of the expert's tokens after its layer merge (no model is built)."""
+    """Channels of the expert's tokens after reduction and layer merge (no model is built)."""
     info = resolve_info(cfg.source, cfg.trust_remote_code)
-    widths = [info.layer_width(i) for i in cfg.layer_list]
-    return MERGE_MODULES.get(cfg.merge).width_after(widths)
+    return MERGE_MODULES.get(cfg.merge).width_after(reduced_widths(cfg, info))
 
 
 class ExpertTokens(nn.Module):
-    """One expert's whole pipeline: frozen layers -> pooled to the final grid -> trainable merge.
+    """One expert's whole pipeline: frozen layers -> reduced to the final grid -> trainable merge.
 
-    The output grid equals `search_space.cost.expert_grid(cfg)`.
+    The output grid equals `search_space.cost.expert_grid(cfg)`, its width `out_width(cfg)`.
     """
 
     def __init__(self, cfg: ExpertConfig, expert: Expert | None = None,
@@ -398,12 +453,13 @@ class ExpertTokens(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.expert = expert if expert is not None else Expert(cfg, random_weights)
-        self.merge = MERGE_MODULES.get(cfg.merge)(self.expert.layer_widths, cfg.merge_grid)
+        self.merge = MERGE_MODULES.get(cfg.merge)(reduced_widths(cfg, self.expert.info), cfg.merge_grid)
         self.out_width = self.merge.out_width
 
     def pool(self, layers: list[Features]) -> list[Features]:
-        """The selected layers on the final grid (frozen and cacheable): each (B, h*w, C_i)."""
-        return pool_layers(layers, self.cfg.tokens, self.cfg.merge_grid)
+        """The selected layers on the final grid (frozen and cacheable): each (B, h*w, C_i),
+        reduced by the expert's `reduce` (C_i widened by r^2 under unshuffle)."""
+        return reduce_layers(layers, self.cfg.tokens, self.cfg.reduce, self.cfg.merge_grid)
 
     def features(self, images: Tensor, inject: Inject | None = None) -> list[Features]:
         """The frozen part for uint8 images: expert forward (`inject`: adapters inside), `pool`."""

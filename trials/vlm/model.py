@@ -1,6 +1,8 @@
 """The VLM under test, built from a design point alone: `build_vlm(point)`.
 
-experts (frozen) -> layer merge -> token reduction -> fusion (+ projector) -> position ids -> LM.
+experts (frozen) -> token reduction -> layer merge -> fusion (+ projector) -> position ids -> LM.
+An injection fusion reads its experts at full resolution and the primary's reduction applies to
+its fused group (`search_space.cost.fusion_plan`, which the cost model reads too).
 Visual embeddings replace the `<image>` placeholder in `inputs_embeds`; the loss covers answer
 tokens only. Nothing loops over tokens in Python; on CUDA the forward runs under bf16 autocast.
 """
@@ -14,14 +16,14 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from search_space import TrialConfig
+from search_space import TrialConfig, fusion_plan
 from search_space.cost import UnknownGeometry, expert_grid
 from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.fusion import FUSION_MODULES, VisualTokens, build_fusion
 from trials.vlm.lm import IMAGE_TOKEN, load_lm
 from trials.vlm.positions import group_offsets, splice_positions
-from trials.vlm.reduce import Features
+from trials.vlm.reduce import Features, reduce_features
 
 LayerFeatures = Mapping[str, Sequence[Features]]  # expert name -> its selected layers
 
@@ -32,9 +34,10 @@ class VLM(nn.Module):
     def __init__(self, point: TrialConfig, random_weights: bool = False) -> None:
         super().__init__()
         self.point = point
-        self.expert_names = [name for name, _ in point.ordered_experts()]
+        self.plan = fusion_plan(point)  # the experts as the fusion reads them, and `after`
+        self.expert_names = [name for name, _ in self.plan.experts]
         self.experts = nn.ModuleDict({n: ExpertTokens(cfg, random_weights=random_weights)
-                                      for n, cfg in point.ordered_experts()})
+                                      for n, cfg in self.plan.experts})
         self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
         widths = [self.experts[n].out_width for n in self.expert_names]
@@ -55,7 +58,7 @@ class VLM(nn.Module):
         if not FUSION_MODULES.get(self.point.fusion.kind).needs_grids:
             return None
         try:
-            return [expert_grid(cfg) for _, cfg in self.point.ordered_experts()]
+            return [expert_grid(cfg) for _, cfg in self.plan.experts]
         except UnknownGeometry:
             size = self.point.data.image_size
             images = torch.zeros(1, 3, size, size, dtype=torch.uint8)
@@ -134,7 +137,14 @@ class VLM(nn.Module):
                 secondaries = [reduced[n] for n in self.expert_names[1:]]
                 layers = self.fusion.primary_layers(self.experts[name], images, secondaries)
                 reduced[name] = self.experts[name].merge(layers)
-            return self.fusion([reduced[n] for n in self.expert_names])
+            return self._after(self.fusion([reduced[n] for n in self.expert_names]))
+
+    def _after(self, visual: VisualTokens) -> VisualTokens:
+        """The fused groups reduced by the plan's `after` (an injection fusion's primary)."""
+        after = self.plan.after
+        if after is None:
+            return visual
+        return VisualTokens(tuple(reduce_features(g, after.tokens, after.reduce) for g in visual.groups))
 
     # ---- splicing -------------------------------------------------------------------------
 

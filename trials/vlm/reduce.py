@@ -1,27 +1,30 @@
 """Token reduction on an expert's 2-D grid, and the merges of several layers of one expert.
 
-REFERENCE.md, "Layer selection and merging" and "Token reduction": merged layers meet at the
-smallest grid among them (adaptive average pooling), or with `merge_grid: largest` at the largest
-(bilinear, as Mini-Gemini upsamples its ConvNeXt stages), then concat / mean / LLN-Layerscale.
+REFERENCE.md, "Layer selection and merging" and "Token reduction": each selected layer is
+reduced to the expert's `tokens` by its `reduce` (`REDUCE_FUNCTIONS`: pool, resize, unshuffle;
+the grids and widths are `search_space.reductions`'), else merged layers meet at the smallest
+grid among them (adaptive average pooling), or with `merge_grid: largest` at the largest
+(bilinear, as Mini-Gemini upsamples its ConvNeXt stages); then concat / mean / LLN-Layerscale.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import MERGE_GRIDS, Registry
+from search_space import MERGE_GRIDS, REDUCTIONS, Registry, reduced
 
 Grid = tuple[int, int]
 
-__all__ = ["MERGE_MODULES", "Concat", "Features", "Grid", "LayerMerge", "LayerScale", "Mean",
-           "adaptive_pool", "meet", "pixel_unshuffle_tokens", "pool_layers", "resize_grid", "target_grid"]
+__all__ = ["MERGE_MODULES", "REDUCE_FUNCTIONS", "Concat", "Features", "Grid", "LayerMerge", "LayerScale",
+           "Mean", "adaptive_pool", "meet", "pixel_unshuffle_tokens", "pool_layers", "reduce_features",
+           "reduce_layers", "resize_grid", "target_grid"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,41 @@ def pool_layers(feats: Sequence[Features], tokens: int | None, merge_grid: str =
     later = tokens is None  # upsampling waits for the merge
     return [f if later and f.grid[0] * f.grid[1] < grid[0] * grid[1]
             else Features(adaptive_pool(f.tokens, f.grid, grid), grid) for f in feats]
+
+
+Reduce = Callable[[Tensor, Grid, Grid], Tensor]  # (tokens (B, h*w, C), grid, out grid) -> tokens
+REDUCE_FUNCTIONS: Registry[Reduce] = Registry("token reduction")  # the names of REDUCTIONS
+REDUCE_FUNCTIONS.register("pool", adaptive_pool, REDUCTIONS.description("pool"))
+REDUCE_FUNCTIONS.register("resize", resize_grid, REDUCTIONS.description("resize"))
+
+
+@REDUCE_FUNCTIONS.decorator("unshuffle", REDUCTIONS.description("unshuffle"))
+def _unshuffle(tokens: Tensor, grid: Grid, out_grid: Grid) -> Tensor:
+    return pixel_unshuffle_tokens(tokens, grid, grid[0] // out_grid[0])[0]  # (B, h'*w', r*r*C)
+
+
+def reduce_features(feats: Features, tokens: int | None, reduce: str) -> Features:
+    """One layer (or fused group) reduced to `tokens` by `reduce` (None: as it is); its grid and
+    width are `search_space.reductions.reduced`'s, which checks the reduction applies."""
+    if tokens is None:
+        return feats
+    grid, _ = reduced(feats.grid, feats.width, tokens, reduce)
+    if grid == feats.grid:
+        return feats
+    return Features(REDUCE_FUNCTIONS.get(reduce)(feats.tokens, feats.grid, grid), grid)
+
+
+def reduce_layers(feats: Sequence[Features], tokens: int | None, reduce: str = "pool",
+                  merge_grid: str = "smallest") -> list[Features]:
+    """Every selected layer reduced to the expert's final grid, each on its own (`pool` is
+    `pool_layers`): before the merge, so the cached part ends at the final grid. `unshuffle`
+    widens each layer by its own r^2 (r = its side / sqrt(tokens)), and the merge is built on
+    those widths; for `mean` and `concat` this equals reducing after the merge up to the order
+    of channels (every reduction is linear), while `layerscale`'s LayerNorm and Linear
+    see the reduced layers (an unshuffled one: r^2 C_i -> r^2 C_last)."""
+    if tokens is None:
+        return pool_layers(feats, None, merge_grid)
+    return [reduce_features(f, tokens, reduce) for f in feats]
 
 
 class LayerMerge(nn.Module, abc.ABC):
