@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -15,6 +16,7 @@ from search_space.point import ExpertConfig, TrialConfig
 from search_space.presets import ExpertInfo, expert_info
 from search_space.reductions import REDUCTIONS, reduced
 from search_space.sampling import CompiledSpace, FusionOption, values
+from search_space.tiling import TileLayout, tile_layout
 
 
 class UnknownGeometry(ValueError):
@@ -76,6 +78,7 @@ class FusionPlan:
     experts: tuple[tuple[str, ExpertConfig], ...]
     after: ExpertConfig | None = None  # whose tokens/reduce reduce the fused group(s)
     unread: tuple[str, ...] = ()       # experts whose tokens/reduce this fusion does not read
+    tiling: TileLayout | None = None   # the experts run, and the fusion fuses, on each tile
 
     def output(self, groups: Sequence[Grid]) -> list[Grid]:
         """The fused groups after `after`'s reduction (a width-preserving one: they are at the
@@ -84,24 +87,67 @@ class FusionPlan:
             return list(groups)
         return [reduced(g, 1, self.after.tokens, self.after.reduce)[0] for g in groups]
 
+    def lm_groups(self, groups: Sequence[Grid]) -> list[Grid]:
+        """The groups the LM receives from one image's (one tile's) fused groups."""
+        out = self.output(groups)
+        return out if self.tiling is None else self.tiling.groups(out)
+
+    @property
+    def images(self) -> int:
+        """Images each expert runs on per sample (tiles and thumbnail; 1 untiled)."""
+        return 1 if self.tiling is None else self.tiling.images
+
+
+def expert_tiling(cfg: ExpertConfig, image_size: int) -> TileLayout | None:
+    """The expert's tile layout for square images of `image_size` (None: it does not tile).
+    The tile side defaults to the expert's input side."""
+    if cfg.tiling is None:
+        return None
+    side = cfg.tiling.tile_size or cfg.image_size
+    if side is None:
+        info = expert_info(cfg.source)
+        if info is None:
+            raise UnknownGeometry(f"the input side of '{cfg.source}' is unknown until it is loaded; "
+                                  "set tiling.tile_size (or the expert's image_size)")
+        side = info.image_size
+    return tile_layout(cfg.tiling, image_size, side)
+
+
+def design_tiling(experts: Sequence[tuple[str, ExpertConfig]], image_size: int) -> TileLayout | None:
+    """The one tile layout of a design's experts (InvalidDesign unless every expert tiles alike:
+    the fusion runs on each tile, so every expert must see the same tiles)."""
+    layouts = {name: expert_tiling(cfg, image_size) for name, cfg in experts}
+    distinct = set(layouts.values())
+    if len(distinct) > 1:
+        shown = "; ".join(f"{n}: {_shown(lay)}" for n, lay in layouts.items())
+        raise InvalidDesign(f"the experts tile differently ({shown}), but the fusion runs on each tile, "
+                            "so every expert needs the same tiles; give each the same `tiling` "
+                            "(tile_size included: it defaults to the expert's input side), or none")
+    return distinct.pop()
+
+
+def _shown(layout: TileLayout | None) -> str:
+    return "no tiling" if layout is None else layout.key()
+
 
 def fusion_plan(point: TrialConfig) -> FusionPlan:
     """How `point`'s experts enter its fusion (raises InvalidDesign for an unshuffled primary
     of an injection fusion: its fused group is at the LM width already)."""
     ordered = point.ordered_experts()
     kind = FUSIONS.get(point.fusion.kind)
+    tiling = design_tiling(ordered, point.data.image_size)
     if not kind.injects:
-        return FusionPlan(tuple(ordered))
+        return FusionPlan(tuple(ordered), tiling=tiling)
     (name, primary), rest = ordered[0], ordered[1:]
     readers = rest if kind.on_primary else ordered
     unread = tuple(n for n, cfg in readers if cfg.tokens is not None)
     if not kind.on_primary or primary.tokens is None:
-        return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), None, unread)
+        return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), None, unread, tiling)
     if not REDUCTIONS.get(primary.reduce).width_preserving:
         raise InvalidDesign(f"{point.fusion.kind} reduces its fused tokens (at the LM width) by its "
                             f"primary '{name}''s reduction, which reduce: {primary.reduce} would "
                             "widen; use reduce: pool or resize on it")
-    return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), primary, unread)
+    return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), primary, unread, tiling)
 
 
 def _full(cfg: ExpertConfig) -> ExpertConfig:
@@ -125,8 +171,8 @@ def point_cost(point: TrialConfig) -> Cost:
     grids = [expert_grid(cfg) for _, cfg in plan.experts]
     if FUSIONS.get(point.fusion.kind).live_primary:
         _check_inside(point, plan)
-    groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)
-    return groups_cost(plan.output(groups), point.positions)
+    groups = FUSIONS.get(point.fusion.kind).groups(point.fusion, grids)  # of one image (one tile)
+    return groups_cost(plan.lm_groups(groups), point.positions)
 
 
 def _check_inside(point: TrialConfig, plan: FusionPlan) -> None:
@@ -184,11 +230,12 @@ class CostRange:
         return bounds
 
 
-Geom = tuple[Grid, Grid, int, str]  # an expert value's grid reduced, at full resolution, tokens, reduce
+# an expert value's grid reduced, at full resolution, tokens, reduce, its tile layout (as a tuple)
+Geom = tuple[Grid, Grid, int, str, tuple[object, ...]]
 NO_GRID: Grid = (0, 0)              # unknown until loaded, or its reduction cannot apply
 
 
-def _geometry(cfg: ExpertConfig) -> tuple[Geom, bool]:
+def _geometry(cfg: ExpertConfig, image_size: int) -> tuple[Geom, bool]:
     """The expert value's `Geom` and whether a grid of it is unknown without loading it."""
     grids, unknown = [], False
     for one in (cfg, _full(cfg)):
@@ -199,7 +246,12 @@ def _geometry(cfg: ExpertConfig) -> tuple[Geom, bool]:
             unknown = True
         except InvalidDesign:
             grids.append(NO_GRID)
-    return (grids[0], grids[1], cfg.tokens or 0, cfg.reduce), unknown
+    try:
+        layout = expert_tiling(cfg, image_size)
+    except UnknownGeometry:
+        return (NO_GRID, NO_GRID, 0, cfg.reduce, ()), True
+    tiles = () if layout is None else dataclasses.astuple(layout)
+    return (grids[0], grids[1], cfg.tokens or 0, cfg.reduce, tiles), unknown
 
 
 def space_cost_range(compiled: CompiledSpace) -> CostRange:
@@ -217,7 +269,7 @@ def space_cost_range(compiled: CompiledSpace) -> CostRange:
     for name, node in compiled.experts.items():
         geoms = set()
         for v in values(node, "low"):
-            geom, missing = _geometry(ExpertConfig(**v))
+            geom, missing = _geometry(ExpertConfig(**v), compiled.space.data.image_size)
             unknown |= missing
             if geom[:2] != (NO_GRID, NO_GRID):
                 geoms.add(geom)
@@ -258,15 +310,17 @@ def _option_costs(option: FusionOption, first: tuple[Geom, ...], rest: tuple[tup
     out: set[tuple[int, int]] = set()
     for p, combo in itertools.product(params, _multisets(first, rest)):
         grids = _entry_grids(kind, combo)
-        if grids is None:
+        if grids is None or len({g[4] for g in combo}) > 1:  # experts tiling differently: invalid
             continue
         try:
             groups = kind.groups(p, grids)
         except InvalidDesign:
             continue
-        tokens, reduce = combo[0][2:]
+        tokens, reduce, tiles = combo[0][2:]
         if kind.on_primary and tokens:
             groups = [reduced(g, 1, tokens, reduce)[0] for g in groups]
+        if tiles:
+            groups = TileLayout(*tiles).groups(groups)  # type: ignore[arg-type]
         out |= {(c.visual_tokens, c.positions_used) for c in (groups_cost(groups, s) for s in positions)}
     return frozenset(out)
 

@@ -19,6 +19,7 @@ from search_space.ranges import TAG, Scalar
 from search_space.reductions import REDUCTIONS
 from search_space.registry import Registry, unknown_name_message
 from search_space.sources import is_source_ref, parse_source
+from search_space.tiling import TilingConfig
 
 BENCHMARKS = ("probe", "llava")
 
@@ -126,7 +127,8 @@ class ExpertConfig(Frozen):
     reduction"; `search_space.reductions`), so the cached part ends at the final grid."""
 
     # left out of the hash at their defaults
-    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid", "trust_remote_code", "reduce"})
+    added: ClassVar[frozenset[str]] = frozenset({"train", "merge_grid", "trust_remote_code", "reduce",
+                                                 "tiling"})
 
     source: ExpertSource
     layers: LayerSel = -1                # HF hidden-state index (0 embeddings, -1 last), or neck (SAM)
@@ -139,6 +141,7 @@ class ExpertConfig(Frozen):
     train: TrainMode = "frozen"          # lora / full: the expert trains (EAGLE, LLaVA-HR)
     merge_grid: MergeGrid = "smallest"   # without tokens, merged layers meet at this grid (largest: MGM)
     trust_remote_code: bool = False      # run the checkpoint's own modeling code (InternViT, ...)
+    tiling: TilingConfig | None = None   # run on tiles of the image (LEO / LLaVA-NeXT; search_space.tiling)
 
     @property
     def layer_list(self) -> tuple[LayerId, ...]:

@@ -67,10 +67,10 @@ class CacheStats:
 
 def cache_key(identity: str, image_size: int, layers: tuple[int | str, ...], tokens: int | None,
               data_fingerprint: str, dtype: str = "float32", merge_grid: str = "smallest",
-              reduce: str = "pool") -> str:
+              reduce: str = "pool", tiling: str | None = None) -> str:
     """Everything the cached tensors depend on, hashed (the dtype only when not fp32, the merge
-    grid only when not the smallest, the reduction only when it is read and not pooling: older
-    keys stand)."""
+    grid only when not the smallest, the reduction only when it is read and not pooling, the
+    tile layout (`TileLayout.key`) only when the expert tiles: older keys stand)."""
     spec = {"v": VERSION, "expert": identity, "image_size": image_size, "layers": list(layers),
             "tokens": tokens, "data": data_fingerprint}
     if dtype != "float32":
@@ -79,6 +79,8 @@ def cache_key(identity: str, image_size: int, layers: tuple[int | str, ...], tok
         spec["merge_grid"] = merge_grid
     if tokens is not None and reduce != "pool":
         spec["reduce"] = reduce
+    if tiling is not None:
+        spec["tiling"] = tiling
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -71,7 +71,8 @@ def expert_features(vlm: VLM, data: QADataset, cache: FeatureCache, device: torc
         expert = tokens.expert
         key = cache_key(expert.identity, expert.image_size, expert.layers, tokens.cfg.tokens,
                         data.fingerprint(), str(expert.model.dtype).removeprefix("torch."),
-                        tokens.cfg.merge_grid, tokens.cfg.reduce)
+                        tokens.cfg.merge_grid, tokens.cfg.reduce,
+                        tokens.tiling.key() if tokens.tiling is not None else None)
         out[name] = cache.get_batches(key, lambda tokens=tokens: split_features(tokens, data, device),
                                       rows=len(data))
     return FeatureBatches(out, data, bool(vlm.live))

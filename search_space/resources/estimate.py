@@ -163,7 +163,9 @@ def _part(name: str, params: int, trainable: int, precision: str, activations: i
 def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: bool
                   ) -> tuple[list[Part], list[ExpertShape]]:
     parts, shapes = [], []
-    for index, (name, cfg) in enumerate(fusion_plan(point).experts):  # as the fusion reads them
+    plan = fusion_plan(point)
+    images = plan.images  # tiled: the expert runs on each tile and the thumbnail
+    for index, (name, cfg) in enumerate(plan.experts):  # as the fusion reads them
         info = _info(cfg)
         size = cfg.image_size or info.image_size
         # a fusion inside the primary (mr_adapter) runs it live; while the connector trains,
@@ -180,8 +182,8 @@ def _expert_parts(point: TrialConfig, stage: Stage, precision: str, recompute: b
         # for backward only where a gradient passes
         forward = cost.forward if cfg.train != "frozen" or inside else 0
         parts.append(_part(f"expert {name}", cost.params, cost.trainable if trains else 0, precision,
-                           cost.activations if backprop else 0, forward,
-                           cost.backward if backprop else 0))
+                           images * cost.activations if backprop else 0, images * forward,
+                           images * cost.backward if backprop else 0))
         widths = [width for _, width in layer_shapes(cfg, info)]  # after the reduction
         merge = MERGE_COSTS.get(cfg.merge)
         # tokens carry a gradient from a training expert, or from a merge with weights that train
@@ -207,9 +209,14 @@ def _connector_part(point: TrialConfig, stage: Stage, shapes: list[ExpertShape],
 
     key = ("connector", point.fusion, tuple(shapes), d_model, projector, flow, merges)
     block = _remember(key, compute)
-    saved = block.saved * DTYPE_BYTES[precision]
-    return _part("connector", block.params, block.params if trains else 0, precision, saved,
-                 block.forward, block.backward)
+    # tiled: the merges and the fusion run on every tile (and the thumbnail); LLaVA-NeXT's
+    # image_newline is one more d-vector (its copies into the sequence cost no FLOPs)
+    tiling = fusion_plan(point).tiling
+    images = 1 if tiling is None else tiling.images
+    params = block.params + (d_model if tiling is not None and tiling.newline else 0)
+    saved = images * block.saved * DTYPE_BYTES[precision]
+    return _part("connector", params, params if trains else 0, precision, saved,
+                 images * block.forward, images * block.backward)
 
 
 def _lm_part(point: TrialConfig, arch: LMArch, stage: Stage, seq_len: int, checkpointing: bool,
@@ -301,9 +308,10 @@ def _trial_flops(point: TrialConfig, plans: tuple[StagePlan, ...], arch: LMArch,
     per_eval_sample = sum(p.forward for p in plans[-1].parts if p.name == "connector")
     per_eval_sample += lm_forward_flops(arch, seq_len) * EVAL_FORWARDS[data.benchmark]
     extraction = 0
+    images = fusion_plan(point).images  # tiled: every tile and the thumbnail
     for _, cfg in point.ordered_experts():
         info = _info(cfg)
-        forward = vision_cost(info, cfg.image_size or info.image_size).forward
+        forward = images * vision_cost(info, cfg.image_size or info.image_size).forward
         # a training expert, or one a fusion runs inside, runs on every evaluated sample instead
         live = cfg.train != "frozen" or (cfg is point.ordered_experts()[0][1]
                                          and FUSIONS.get(point.fusion.kind).live_primary)

@@ -35,6 +35,7 @@ from search_space import (
 from trials.vlm.expert_sources import needs_remote_code, register_adapters, remote_code_refused
 from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import MERGE_MODULES, Features, Grid, reduce_layers
+from trials.vlm.tiling import TileLayout, fold, tile_images, unfold
 
 __all__ = ["ADAPTERS", "Expert", "ExpertTokens", "FamilyAdapter", "Features", "Inject", "out_width",
            "preset_seed", "reduced_widths", "resolve_info"]
@@ -446,12 +447,15 @@ class ExpertTokens(nn.Module):
     """One expert's whole pipeline: frozen layers -> reduced to the final grid -> trainable merge.
 
     The output grid equals `search_space.cost.expert_grid(cfg)`, its width `out_width(cfg)`.
+    With a tile layout (`tiling`, the design's: `search_space.cost.fusion_plan`) `features` runs
+    the expert on each sample's tiles and folds them per sample (`trials.vlm.tiling.fold`);
+    `untiled` unfolds them to (B * T) images again for the merge and the fusion.
     """
 
     def __init__(self, cfg: ExpertConfig, expert: Expert | None = None,
-                 random_weights: bool = False) -> None:
+                 random_weights: bool = False, tiling: TileLayout | None = None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.tiling = cfg, tiling
         self.expert = expert if expert is not None else Expert(cfg, random_weights)
         self.merge = MERGE_MODULES.get(cfg.merge)(reduced_widths(cfg, self.expert.info), cfg.merge_grid)
         self.out_width = self.merge.out_width
@@ -462,8 +466,17 @@ class ExpertTokens(nn.Module):
         return reduce_layers(layers, self.cfg.tokens, self.cfg.reduce, self.cfg.merge_grid)
 
     def features(self, images: Tensor, inject: Inject | None = None) -> list[Features]:
-        """The frozen part for uint8 images: expert forward (`inject`: adapters inside), `pool`."""
-        return self.pool(self.expert(images, inject) if inject else self.expert(images))
+        """The frozen part for uint8 images: expert forward (`inject`: adapters inside), `pool`
+        (tiled: on each tile, folded to one row per sample)."""
+        if self.tiling is None:
+            return self.pool(self.expert(images, inject) if inject else self.expert(images))
+        tiles = tile_images(images, self.tiling)  # (B*T, 3, t, t)
+        return fold(self.pool(self.expert(tiles, inject) if inject else self.expert(tiles)),
+                    self.tiling.images)
+
+    def untiled(self, layers: list[Features]) -> list[Features]:
+        """`features`' layers with one row per image (tiled: (B * T, n, C); else as they are)."""
+        return layers if self.tiling is None else unfold(layers, self.tiling.images)
 
     def reduce(self, layers: list[Features]) -> Features:
         """Pool and merge raw layer features (the whole pipeline after the expert)."""

@@ -24,6 +24,7 @@ from trials.vlm.fusion import FUSION_MODULES, VisualTokens, build_fusion
 from trials.vlm.lm import IMAGE_TOKEN, load_lm
 from trials.vlm.positions import group_offsets, splice_positions
 from trials.vlm.reduce import Features, reduce_features
+from trials.vlm.tiling import TileMerge
 
 LayerFeatures = Mapping[str, Sequence[Features]]  # expert name -> its selected layers
 
@@ -36,10 +37,13 @@ class VLM(nn.Module):
         self.point = point
         self.plan = fusion_plan(point)  # the experts as the fusion reads them, and `after`
         self.expert_names = [name for name, _ in self.plan.experts]
-        self.experts = nn.ModuleDict({n: ExpertTokens(cfg, random_weights=random_weights)
+        self.experts = nn.ModuleDict({n: ExpertTokens(cfg, random_weights=random_weights,
+                                                      tiling=self.plan.tiling)
                                       for n, cfg in self.plan.experts})
         self.lm, self.tokenizer = load_lm(point.language_model, random_weights)
         self.d_model = int(self.lm.config.hidden_size)
+        # tiled: the fusion runs on each tile; this gives the LM its groups (anyres: the newline)
+        self.tiles = TileMerge(self.plan.tiling, self.d_model) if self.plan.tiling else None
         widths = [self.experts[n].out_width for n in self.expert_names]
         primary = self.experts[self.expert_names[0]].expert
         self.fusion = build_fusion(point.fusion, widths, self.d_model, point.fusion_projector(),
@@ -71,6 +75,7 @@ class VLM(nn.Module):
         """The parameters each part may train (its mode allows): experts, connector, lm."""
         experts = [p for n in self.live for p in self.experts[n].expert.parameters() if p.requires_grad]
         merges = [p for n in self.expert_names for p in self.experts[n].merge.parameters()]
+        merges += list(self.tiles.parameters()) if self.tiles is not None else []
         lm = [p for p in self.lm.parameters() if p.requires_grad]
         return {"experts": experts, "connector": merges + list(self.fusion.parameters()), "lm": lm}
 
@@ -131,20 +136,23 @@ class VLM(nn.Module):
         for name in missing:
             if name not in self.inside:
                 features[name] = self.experts[name].features(images)
-        with self._autocast():
-            reduced = {n: self.experts[n].merge(list(features[n])) for n in features}
+        with self._autocast():  # tiled: every step below on each tile ((B * T) images)
+            reduced = {n: self.experts[n].merge(self.experts[n].untiled(list(features[n])))
+                       for n in features}
             for name in self.inside:  # the fusion's adapters run between its blocks
                 secondaries = [reduced[n] for n in self.expert_names[1:]]
                 layers = self.fusion.primary_layers(self.experts[name], images, secondaries)
-                reduced[name] = self.experts[name].merge(layers)
+                reduced[name] = self.experts[name].merge(self.experts[name].untiled(layers))
             return self._after(self.fusion([reduced[n] for n in self.expert_names]))
 
     def _after(self, visual: VisualTokens) -> VisualTokens:
-        """The fused groups reduced by the plan's `after` (an injection fusion's primary)."""
+        """The fused groups reduced by the plan's `after` (an injection fusion's primary), then
+        (tiled) the tiles' groups as the LM receives them (`search_space.tiling`)."""
         after = self.plan.after
-        if after is None:
-            return visual
-        return VisualTokens(tuple(reduce_features(g, after.tokens, after.reduce) for g in visual.groups))
+        if after is not None:
+            visual = VisualTokens(tuple(reduce_features(g, after.tokens, after.reduce)
+                                        for g in visual.groups))
+        return visual if self.tiles is None else VisualTokens(self.tiles(visual.groups))
 
     # ---- splicing -------------------------------------------------------------------------
 
