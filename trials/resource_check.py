@@ -69,6 +69,17 @@ SMALL: dict[str, dict[str, Any]] = {
                     "sam": {"source": "tiny-sam", "layers": ["neck", -1], "merge": "concat",
                             "train": "full"}},
         "fusion": {"kind": "cross_attention"}},
+    "tiles-dynamic-interleave": {  # LEO's tiling: 2 x 2 tiles of 48 px + a thumbnail, per tile fused
+        "experts": {"clip": {"source": "tiny-clip", "tokens": 16,
+                             "tiling": {"max_tiles": 4, "tile_size": 48}},
+                    "dinov2": {"source": "tiny-dinov2", "tokens": 16,
+                               "tiling": {"max_tiles": 4, "tile_size": 48}}},
+        "fusion": {"kind": "sequence_concat", "interleave": True}},
+    "tiles-anyres-newline": {  # LLaVA-NeXT: the base, the merged 2 x 2 tiles, image_newline
+        "experts": {"clip": {"source": "tiny-clip", "tokens": 16,
+                             "tiling": {"scheme": "anyres", "max_tiles": 4, "tile_size": 48,
+                                        "newline": True}}},
+        "fusion": {"kind": "sequence_concat"}},
     "channel-concat-lora-expert": {"experts": {"dinov2": {"source": "tiny-dinov2", "train": "lora"},
                                                "mae": {"source": "tiny-mae", "tokens": 64}},
                                    "fusion": {"kind": "channel_concat"}, "projector": "linear"},

@@ -71,9 +71,18 @@ def test_eagle_channel_concat_on_1024_tokens() -> None:
 
 def test_leo_512_tokens_per_tile() -> None:
     """InternViT 32x32x1024 and SAM-L's neck 64x64x256, each pixel-unshuffled to 16x16x4096,
-    interleaved: 2 x 256 = 512 tokens (one tile)."""
+    interleaved: 2 x 256 = 512 tokens a tile; LEO's dynamic tiling (max 6 tiles of 448 px and a
+    thumbnail, Mozhgan91/LEO d2787c6 leo_8b_full.sh / dataset.py) cuts the 1024 px square into
+    2 x 2 tiles + the thumbnail: 5 x 512 tokens, one interleaved 16x32 group each."""
     data = check(PAPERS / "leo.yaml")
-    assert (data["visual_tokens"], data["positions_used"]) == (512, 512)
+    assert (data["visual_tokens"], data["positions_used"]) == (5 * 512, 5 * 512)
+    text = (PAPERS / "leo.yaml").read_text()
+    assert text.count("tiling: {max_tiles: 6, tile_size: 448, thumbnail: true}") == 2
+    assert point_cost(compile_space(parse(text).space).only_point()).groups == ((16, 32),) * 5
+    assert cost(text.replace("image_size: 1024}", "image_size: 448}")) == (512, 512)  # one tile, no thumbnail
+    untiled = text.replace(",\n              tiling: {max_tiles: 6, tile_size: 448, thumbnail: true}", "")
+    untiled = untiled.replace(",\n        tiling: {max_tiles: 6, tile_size: 448, thumbnail: true}", "")
+    assert "tiling" not in untiled.split("experts:")[1] and cost(untiled) == (512, 512)
 
 
 def test_cambrian_576_queries_and_24_newlines() -> None:

@@ -16,8 +16,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from search_space import TrialConfig, point_cost
-from search_space.cost import fusion_plan
+from search_space import TrialConfig, compile_space, parse, point_cost
+from search_space.cost import fusion_plan, space_cost_range
 from search_space.errors import InvalidDesign
 from search_space.tiling import TilingConfig, fitted_size, tile_layout, unpad_bounds
 
@@ -201,3 +201,18 @@ def test_newline_needs_anyres_and_hash_stands() -> None:
         TilingConfig(newline=True)
     assert "tiling" not in point(None).canonical()["experts"]["clip"]
     assert point({"max_tiles": 4}).config_hash != point(None).config_hash
+
+
+def test_space_range_knows_the_tiles() -> None:
+    """A space whose pool tiles (or not, as a choice) ranges over both costs."""
+    text = """
+name: s
+data: {image_size: 64}
+experts:
+  pool:
+    clip: {source: tiny-clip, image_size: 32, tokens: 4,
+           tiling: {choices: [null, {max_tiles: 4, tile_size: 32}]}}
+fusion: {kind: sequence_concat}
+"""
+    compiled = compile_space(parse(text).space)
+    assert space_cost_range(compiled).tokens == (4, 20)  # 1 image of 2x2, or 5
