@@ -36,6 +36,7 @@ from search_space.point import (
     fusion_union,
     projector_map_problem,
     projectors_of,
+    reduce_union,
     registered,
 )
 from search_space.ranges import TAG, Choices, TunableScalar, tunable
@@ -62,7 +63,8 @@ def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozense
     return model
 
 
-ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary", "trust_remote_code"}))
+ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary", "trust_remote_code"}), own={
+    "reduce": tunable(reduce_union(tunable_model))})  # a mapping's keys are tunable too
 LanguageModelSpace = tunable_model(LanguageModelConfig)
 StageSpace = tunable_model(Stage)
 TrainSpace = tunable_model(TrainConfig, own={
