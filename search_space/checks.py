@@ -18,7 +18,7 @@ from search_space.point import ExpertConfig
 from search_space.presets import expert_info, looks_like_path, read_config
 from search_space.range_checks import range_problems
 from search_space.ranges import Choices, is_free, possible_values
-from search_space.reductions import REDUCTIONS
+from search_space.reductions import REDUCTIONS, ReduceSpec, TokensDisagree
 from search_space.registry import unknown_name_message
 from search_space.sampling import compile_space, valid_subsets, values
 from search_space.space import SearchSpace
@@ -222,12 +222,30 @@ def reductions_read(space: SearchSpace) -> list[Problem]:
         unread = fusion_plan(point).unread
     except InvalidDesign:
         return out  # point_designs names it
+    out += [p for name, cfg in point.experts.items() if name not in unread
+            for p in _mapping_problems(space.expert_path(name), cfg)]
     kind = point.fusion.kind
     return out + [Problem((*space.expert_path(name), _reduction_key(point.experts[name])),
                           f"{kind} reads windows of '{name}' at "
                           "its full resolution (M x M of its tokens per fused token), so its tokens "
                           "and reduce are not read; remove them (the primary's reduction, for "
                           "mr_adapter / cross_attention, reduces the fused tokens)") for name in unread]
+
+
+def _mapping_problems(path: tuple, cfg: ExpertConfig) -> list[Problem]:
+    """A `reduce` mapping that does not fit the expert's layers, at its key (else point_designs
+    would name it at `fusion`)."""
+    if not isinstance(cfg.reduce, ReduceSpec):
+        return []
+    try:
+        expert_grid(cfg)
+    except TokensDisagree as exc:
+        return [Problem((*path, "tokens"), str(exc))]
+    except InvalidDesign as exc:
+        return [Problem((*path, "reduce"), str(exc))]
+    except UnknownGeometry:
+        pass
+    return []
 
 
 def _own_target(name: str) -> str:

@@ -151,8 +151,12 @@ def resolve_tokens(spec: ReduceSpec, grids: Sequence[Grid] | None, tokens: int |
                             f"{spec.kind} (each layer reduced to that grid)")
     target = sides[0] ** 2
     if tokens is not None and tokens != target:
-        raise InvalidDesign(tokens_problem(spec, tokens, target))
+        raise TokensDisagree(tokens_problem(spec, tokens, target))
     return target
+
+
+class TokensDisagree(InvalidDesign):
+    """`tokens` beside a `reduce` mapping that sets another grid (drop `tokens`)."""
 
 
 def tokens_problem(spec: ReduceSpec, tokens: int, target: int) -> str:

@@ -230,7 +230,12 @@ def test_check_reads_the_mapping() -> None:
                             "tiny-clip's 12x12 grid")
     assert problems(sequence.replace("{kind: pool, grid: 4}", "{kind: resize, grid: 13}")) == []
     (found,) = problems(sequence.replace("factor: 2}", "factor: 3}"))
-    assert "3 does not divide 8; use factor one of 2, 4, 8" in found
+    assert found.startswith("experts.sam.reduce: reduce {kind: unshuffle, factor: 3} folds whole 3x3 "
+                            "windows of the 8x8 grid into one token, but 3 does not divide 8; use "
+                            "factor one of 2, 4, 8")
+    (found,) = problems(sequence.replace("factor: 2}", "factor: 2}, tokens: 9"))
+    assert found.startswith("experts.sam.tokens: tokens: 9 disagrees with reduce {kind: unshuffle, "
+                            "factor: 2}, which gives 16 tokens (4x4); drop tokens")
     (found,) = problems(sequence.replace("reduce: {kind: pool, grid: 4}", "reduce: resize"))
     assert found.startswith("experts.clip.reduce: reduce: resize says how the expert reaches `tokens`")
     assert found.endswith("or write it with its own target ({kind: resize, grid: 24})")
