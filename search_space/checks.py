@@ -10,17 +10,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
-from search_space.cost import UnknownGeometry, expert_grid
-from search_space.errors import InvalidDesign, Problem, SectionError
+from search_space.cost import UnknownGeometry
+from search_space.errors import InvalidDesign, Problem
 from search_space.eval_formats import eval_metric_names
 from search_space.fusions import FUSIONS
-from search_space.point import ExpertConfig
 from search_space.presets import expert_info, looks_like_path, read_config
 from search_space.range_checks import range_problems
 from search_space.ranges import Choices, is_free, possible_values
-from search_space.reductions import REDUCTIONS, ReduceSpec, TokensDisagree
+from search_space.reduction_checks import tokens_fit, unread_reductions
 from search_space.registry import unknown_name_message
-from search_space.sampling import compile_space, valid_subsets, values
+from search_space.sampling import compile_space, valid_subsets
 from search_space.space import SearchSpace
 from search_space.strategies import EARLY_STOPPING, SAMPLERS
 
@@ -151,111 +150,13 @@ def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Pro
 @_vlm_check
 def experts(space: SearchSpace) -> list[Problem]:
     out = [p for name, spec in space.pool.items() for p in _expert_problems(space, name, spec)]
-    return out or _tokens_fit(space)  # the grids need the experts' configs read
-
-
-def _tokens_fit(space: SearchSpace) -> list[Problem]:
-    """`tokens` (or a `reduce` mapping's grid) must not exceed the expert's own grid (pooling and
-    unshuffling only reduce; a bilinear resize may enlarge, as EAGLE's does), and `tokens`
-    beside a mapping must be its grid's (the rule of `ExpertConfig`, here for every value)."""
-    out = []
-    compiled = compile_space(space)
-    for name, node in compiled.experts.items():
-        for v in values(node, "low"):
-            try:
-                cfg = ExpertConfig(**v)
-            except ValidationError as exc:
-                out += [p for p in _rule_problems(space.expert_path(name), exc) if p not in out]
-                continue
-            try:
-                if not cfg.reduces or cfg.reduce_name == "resize":
-                    continue
-                tokens = cfg.resolved(None).tokens or 0
-                grid = expert_grid(cfg.model_copy(update={"tokens": None, "reduce": "pool"}))
-            except (UnknownGeometry, InvalidDesign, ValidationError, IndexError):
-                continue
-            if tokens > grid[0] * grid[1]:
-                problem = _too_many(space.expert_path(name), cfg, tokens, grid)
-                if problem not in out:
-                    out.append(problem)
-    return out
-
-
-def _rule_problems(path: tuple, error: ValidationError) -> list[Problem]:
-    """The whole-model rules of an expert value that broke (its fields validated in the space)."""
-    out = []
-    for err in error.errors():
-        raised = (err.get("ctx") or {}).get("error")
-        if isinstance(raised, SectionError):
-            out.append(Problem((*path, *raised.path), str(raised)))
-    return out
-
-
-def _too_many(path: tuple, cfg: ExpertConfig, tokens: int, grid: tuple[int, int]) -> Problem:
-    where = f"{cfg.source}'s {grid[0]}x{grid[1]} grid at layers {cfg.layers}"
-    if isinstance(cfg.reduce, str):
-        return Problem((*path, "tokens"), f"tokens {tokens} exceeds {where}; use at most "
-                       f"{grid[0] * grid[1]}, raise image_size, or enlarge it with reduce: resize")
-    return Problem((*path, "reduce", "grid"), f"reduce {cfg.reduce.text()} ({tokens} tokens) exceeds "
-                   f"{where}; use grid at most {min(grid)}, raise image_size, or enlarge it with "
-                   "kind: resize")
+    return out or tokens_fit(space)  # the grids need the experts' configs read
 
 
 @_vlm_check
 def reductions_read(space: SearchSpace) -> list[Problem]:
-    """A point's `tokens`/`reduce` must be read: `reduce` says how to reach `tokens`, and an
-    injection fusion reads its secondaries at full resolution (`cost.fusion_plan`)."""
-    from search_space.cost import fusion_plan
-
-    compiled = compile_space(space)
-    if compiled.free_parameters() or not compiled.subsets:
-        return []
-    try:
-        point = compiled.only_point()
-    except ValidationError:
-        return []
-    out = [Problem((*space.expert_path(name), "reduce"), f"reduce: {cfg.reduce} says how the expert "
-                   "reaches `tokens`, but tokens is null (every token kept); set tokens, or leave "
-                   f"reduce out{_own_target(cfg.reduce)}") for name, cfg in point.experts.items()
-           if isinstance(cfg.reduce, str) and cfg.tokens is None and cfg.reduce != "pool"]
-    try:
-        unread = fusion_plan(point).unread
-    except InvalidDesign:
-        return out  # point_designs names it
-    out += [p for name, cfg in point.experts.items() if name not in unread
-            for p in _mapping_problems(space.expert_path(name), cfg)]
-    kind = point.fusion.kind
-    return out + [Problem((*space.expert_path(name), _reduction_key(point.experts[name])),
-                          f"{kind} reads windows of '{name}' at "
-                          "its full resolution (M x M of its tokens per fused token), so its tokens "
-                          "and reduce are not read; remove them (the primary's reduction, for "
-                          "mr_adapter / cross_attention, reduces the fused tokens)") for name in unread]
-
-
-def _mapping_problems(path: tuple, cfg: ExpertConfig) -> list[Problem]:
-    """A `reduce` mapping that does not fit the expert's layers, at its key (else point_designs
-    would name it at `fusion`)."""
-    if not isinstance(cfg.reduce, ReduceSpec):
-        return []
-    try:
-        expert_grid(cfg)
-    except TokensDisagree as exc:
-        return [Problem((*path, "tokens"), str(exc))]
-    except InvalidDesign as exc:
-        return [Problem((*path, "reduce"), str(exc))]
-    except UnknownGeometry:
-        pass
-    return []
-
-
-def _own_target(name: str) -> str:
-    spec = REDUCTIONS.get(name).spec
-    return f", or write it with its own target ({spec.example})" if spec else ""
-
-
-def _reduction_key(cfg: ExpertConfig) -> str:
-    """The key that sets the expert's reduction: `tokens`, else its `reduce` mapping."""
-    return "tokens" if cfg.tokens is not None else "reduce"
+    """A point's `tokens`/`reduce` must be read (`reduction_checks.unread_reductions`)."""
+    return unread_reductions(space)
 
 
 @_vlm_check

@@ -7,16 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
 from search_space.errors import InvalidDesign, SectionError
@@ -25,14 +16,7 @@ from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveI
 from search_space.numbers import Seed
 from search_space.presets import LM_PRESETS, PRESETS
 from search_space.ranges import TAG, Scalar
-from search_space.reductions import (
-    REDUCTIONS,
-    ReduceSpec,
-    keys_checked,
-    resolve_tokens,
-    shape_problem,
-    tokens_problem,
-)
+from search_space.reductions import Reduce, ReduceSpec, resolve_tokens, tokens_problem
 from search_space.registry import Registry, unknown_name_message
 from search_space.sources import is_source_ref, parse_source
 
@@ -88,32 +72,6 @@ def projectors_of(per_expert: Any) -> Any:
 
 
 Projectors = projectors_of(ProjectorName)
-ReductionName = Annotated[str, registered(REDUCTIONS)]
-
-
-def _reduce_shape(value: Any) -> str | None:
-    if isinstance(value, str):
-        return TAG + "name"
-    return _kind(value)
-
-
-def _reduce_form(value: Any) -> Any:
-    problem = shape_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def reduce_union(wrap: Callable[[type[ReduceSpec]], Any]) -> Any:
-    """`reduce:` as a name of REDUCTIONS (the target from `tokens`) or a mapping tagged by `kind`
-    that carries its own target (each spec through `wrap`: the space makes its keys tunable)."""
-    members = tuple(Annotated[wrap(r.spec), BeforeValidator(keys_checked(r.spec)), Tag(TAG + name)]
-                    for name, r in REDUCTIONS.items() if r.spec)
-    return Annotated[Union[(Annotated[ReductionName, Tag(TAG + "name")], *members)],
-                     Discriminator(_reduce_shape), BeforeValidator(_reduce_form)]
-
-
-Reduce = reduce_union(lambda spec: spec)
 LayerId = int | Literal["neck"]  # a hidden-state index, or SAM's neck (presets.NECK)
 LayerSel = LayerId | Annotated[tuple[LayerId, ...], Field(min_length=1)]
 ImageSide = Annotated[int, Field(ge=16, le=4096)]
@@ -190,10 +148,9 @@ class ExpertConfig(Frozen):
     def _tokens_agree(self) -> ExpertConfig:
         """`tokens` beside a mapping with its own grid must be that grid's (unshuffle's factor
         needs the layer grid: `resolved` checks it)."""
-        spec = self.reduce
-        if isinstance(spec, ReduceSpec) and not spec.needs_grid and self.tokens is not None \
-                and self.tokens != spec.side((0, 0)) ** 2:
-            raise SectionError(("tokens",), tokens_problem(spec, self.tokens, spec.side((0, 0)) ** 2))
+        side = self.reduce.own_side() if isinstance(self.reduce, ReduceSpec) else None
+        if side is not None and self.tokens is not None and self.tokens != side * side:
+            raise SectionError(("tokens",), tokens_problem(self.reduce, self.tokens, side * side))
         return self
 
     @property

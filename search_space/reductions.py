@@ -20,12 +20,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Tag,
+    model_validator,
+)
 
 from search_space.errors import InvalidDesign, UnknownGeometry
 from search_space.numbers import PositiveInt
+from search_space.ranges import TAG
 from search_space.registry import Registry, unknown_name_message
 
 Grid = tuple[int, int]
@@ -35,7 +44,6 @@ class ReduceSpec(BaseModel):
     """The mapping form of `reduce:`: the reduction (`kind`) and its own target."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    needs_grid: ClassVar[bool] = False  # whether the side follows from the layer's grid
     example: ClassVar[str]
 
     kind: str
@@ -43,6 +51,10 @@ class ReduceSpec(BaseModel):
     def side(self, grid: Grid) -> int:
         """The side s of the s x s grid a layer of `grid` is reduced to."""
         raise NotImplementedError
+
+    def own_side(self) -> int | None:
+        """The side whatever the layer's grid (None: it follows from the grid)."""
+        return None
 
     def text(self) -> str:
         """As YAML writes it: `{kind: unshuffle, factor: 4}`."""
@@ -60,6 +72,9 @@ class ToGrid(ReduceSpec):
     def side(self, grid: Grid) -> int:
         return self.grid
 
+    def own_side(self) -> int | None:
+        return self.grid
+
 
 class PoolTo(ToGrid):
     example: ClassVar[str] = "{kind: pool, grid: 12}"
@@ -72,7 +87,6 @@ class ResizeTo(ToGrid):
 
 
 class UnshuffleBy(ReduceSpec):
-    needs_grid: ClassVar[bool] = True
     example: ClassVar[str] = "{kind: unshuffle, factor: 2}"
     kind: Literal["unshuffle"] = "unshuffle"
     factor: PositiveInt  # r: each r x r window becomes one token, r^2 times as wide
@@ -138,12 +152,12 @@ def resolve_tokens(spec: ReduceSpec, grids: Sequence[Grid] | None, tokens: int |
                    source: str) -> int:
     """The `tokens` of the name form equal to `spec` on layers of `grids` (None: not known until
     the expert is loaded). `tokens` given beside the mapping must agree with it."""
-    if grids is None and spec.needs_grid:
+    own = spec.own_side()
+    if own is None and grids is None:
         raise UnknownGeometry(f"the grid of '{source}' is unknown until it is loaded, so reduce "
                               f"{spec.text()} gives no known token count; write `tokens` with reduce: "
                               f"{spec.kind}, or a mapping with its own grid")
-    layers = grids if grids is not None else [(0, 0)]  # (a mapping with its own grid: unread)
-    sides = sorted({spec.side(g) for g in layers}, reverse=True)
+    sides = [own] if own is not None else sorted({spec.side(g) for g in grids or ()}, reverse=True)
     if len(sides) > 1:
         shown = ", ".join(f"{s}x{s}" for s in sides)
         raise InvalidDesign(f"reduce {spec.text()} takes {source}'s selected layers to different grids "
@@ -205,3 +219,40 @@ def reduced(grid: Grid, width: int, tokens: int | None, reduce: str) -> tuple[Gr
         return grid, width
     side = math.isqrt(tokens)
     return (side, side), width * REDUCTIONS.get(reduce).widen(grid, side)
+
+
+# ---- the YAML field ---------------------------------------------------------------------------
+
+def _registered(name: str) -> str:
+    if name not in REDUCTIONS:
+        raise ValueError(REDUCTIONS.unknown(name))
+    return name
+
+
+ReductionName = Annotated[str, AfterValidator(_registered)]
+
+
+def _reduce_shape(value: Any) -> str | None:
+    if isinstance(value, str):
+        return TAG + "name"
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return TAG + kind if isinstance(kind, str) else None
+
+
+def _reduce_form(value: Any) -> Any:
+    problem = shape_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def reduce_union(wrap: Callable[[type[ReduceSpec]], Any]) -> Any:
+    """`reduce:` as a name of REDUCTIONS (the target from `tokens`) or a mapping tagged by `kind`
+    that carries its own target (each spec through `wrap`: the space makes its keys tunable)."""
+    members = tuple(Annotated[wrap(r.spec), BeforeValidator(keys_checked(r.spec)), Tag(TAG + name)]
+                    for name, r in REDUCTIONS.items() if r.spec)
+    return Annotated[Union[(Annotated[ReductionName, Tag(TAG + "name")], *members)],
+                     Discriminator(_reduce_shape), BeforeValidator(_reduce_form)]
+
+
+Reduce = reduce_union(lambda spec: spec)  # an expert's `reduce:` in a point

@@ -36,10 +36,10 @@ from search_space.point import (
     fusion_union,
     projector_map_problem,
     projectors_of,
-    reduce_union,
     registered,
 )
 from search_space.ranges import TAG, Choices, TunableScalar, tunable
+from search_space.reductions import reduce_union
 from search_space.resources.devices import DEVICE_PROFILES, default_profile
 from search_space.strategies import BACKENDS, EARLY_STOPPING, SAMPLERS
 
