@@ -4,6 +4,8 @@ of bad mappings, hashes, and the cost / resource model equal to the equivalent n
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -22,6 +24,7 @@ from search_space.point import ExpertConfig
 from search_space.presets import expert_info
 from search_space.reductions import PoolTo, UnshuffleBy
 from search_space.resources.estimate import estimate
+from search_space.sampling import RandomDraw, ReplayDraw, point_parameters
 
 SAM = "facebook/sam-vit-base"  # its neck: 64x64, 256 channels
 
@@ -239,3 +242,25 @@ def test_check_reads_the_mapping() -> None:
     (found,) = problems(sequence.replace("reduce: {kind: pool, grid: 4}", "reduce: resize"))
     assert found.startswith("experts.clip.reduce: reduce: resize says how the expert reaches `tokens`")
     assert found.endswith("or write it with its own target ({kind: resize, grid: 24})")
+
+
+@pytest.mark.parametrize(("clip", "label"), [
+    ({"grid": 24, "kind": "resize"}, '{"kind": "resize", "grid": 24}'),  # its value (any key order)
+    ({"kind": "pool", "grid": 3}, None),                                  # its kind: the range's choice
+    ("pool", "pool"),
+])
+def test_a_seed_point_with_a_mapping_replays_its_choice(clip: object, label: str | None) -> None:
+    compiled = compile_space(parse(SPACE).space)
+    design = {"experts": {"clip": {"source": "tiny-clip", "reduce": clip},
+                          "sam": {"source": "tiny-sam", "layers": "neck",
+                                  "reduce": {"kind": "unshuffle", "factor": 4}}}}
+    params = point_parameters(compiled, design)
+    assert params["experts.sam.reduce.factor"] == 4
+    choice = params["experts.clip.reduce"]
+    if label is None:  # the choice {kind: pool, grid: {low: 2, high: 3}}
+        assert json.loads(choice)["kind"] == "pool" and json.loads(choice)["grid"]["high"] == 3
+        assert params["experts.clip.reduce.grid"] == 3
+    else:
+        assert choice == label
+    drawn = compiled.sample(ReplayDraw(params, RandomDraw(1)))
+    assert drawn.experts["clip"] == ExpertConfig.model_validate(design["experts"]["clip"])
