@@ -23,6 +23,7 @@ from search_space.cost import (
     layer_shapes,
     point_cost,
     position_ids,
+    resolved_reduction,
     space_cost_range,
 )
 from search_space.errors import InvalidDesign, Problem, SpaceError
@@ -181,6 +182,7 @@ __all__ = [
     "point_parameters",
     "position_ids",
     "reduced",
+    "resolved_reduction",
     "result_from_json",
     "space_cost_range",
     "space_estimate",

@@ -10,16 +10,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
-from search_space.cost import UnknownGeometry, expert_grid
+from search_space.cost import UnknownGeometry
 from search_space.errors import InvalidDesign, Problem
 from search_space.eval_formats import eval_metric_names
 from search_space.fusions import FUSIONS
-from search_space.point import ExpertConfig
 from search_space.presets import expert_info, looks_like_path, read_config
 from search_space.range_checks import range_problems
 from search_space.ranges import Choices, is_free, possible_values
+from search_space.reduction_checks import tokens_fit, unread_reductions
 from search_space.registry import unknown_name_message
-from search_space.sampling import compile_space, valid_subsets, values
+from search_space.sampling import compile_space, valid_subsets
 from search_space.space import SearchSpace
 from search_space.strategies import EARLY_STOPPING, SAMPLERS
 
@@ -150,59 +150,13 @@ def _expert_problems(space: SearchSpace, name: str, spec: BaseModel) -> list[Pro
 @_vlm_check
 def experts(space: SearchSpace) -> list[Problem]:
     out = [p for name, spec in space.pool.items() for p in _expert_problems(space, name, spec)]
-    return out or _tokens_fit(space)  # the grids need the experts' configs read
-
-
-def _tokens_fit(space: SearchSpace) -> list[Problem]:
-    """`tokens` must not exceed the expert's own grid (pooling and unshuffling only reduce; a
-    bilinear resize may enlarge, as EAGLE's does)."""
-    out = []
-    compiled = compile_space(space)
-    for name, node in compiled.experts.items():
-        for v in values(node, "low"):
-            if v["tokens"] is None or v["reduce"] == "resize":
-                continue
-            try:
-                grid = expert_grid(ExpertConfig(**{**v, "tokens": None}))
-            except (UnknownGeometry, ValidationError, IndexError):
-                continue
-            if v["tokens"] > grid[0] * grid[1]:
-                problem = Problem((*space.expert_path(name), "tokens"),
-                                  f"tokens {v['tokens']} exceeds {v['source']}'s {grid[0]}x"
-                                  f"{grid[1]} grid at layers {v['layers']}; use at most "
-                                  f"{grid[0] * grid[1]}, raise image_size, or enlarge it with "
-                                  "reduce: resize")
-                if problem not in out:
-                    out.append(problem)
-    return out
+    return out or tokens_fit(space)  # the grids need the experts' configs read
 
 
 @_vlm_check
 def reductions_read(space: SearchSpace) -> list[Problem]:
-    """A point's `tokens`/`reduce` must be read: `reduce` says how to reach `tokens`, and an
-    injection fusion reads its secondaries at full resolution (`cost.fusion_plan`)."""
-    from search_space.cost import fusion_plan
-
-    compiled = compile_space(space)
-    if compiled.free_parameters() or not compiled.subsets:
-        return []
-    try:
-        point = compiled.only_point()
-    except ValidationError:
-        return []
-    out = [Problem((*space.expert_path(name), "reduce"), f"reduce: {cfg.reduce} says how the expert "
-                   "reaches `tokens`, but tokens is null (every token kept); set tokens, or leave "
-                   "reduce out") for name, cfg in point.experts.items()
-           if cfg.tokens is None and cfg.reduce != "pool"]
-    try:
-        unread = fusion_plan(point).unread
-    except InvalidDesign:
-        return out  # point_designs names it
-    kind = point.fusion.kind
-    return out + [Problem((*space.expert_path(name), "tokens"), f"{kind} reads windows of '{name}' at "
-                          "its full resolution (M x M of its tokens per fused token), so its tokens "
-                          "and reduce are not read; remove them (the primary's reduction, for "
-                          "mr_adapter / cross_attention, reduces the fused tokens)") for name in unread]
+    """A point's `tokens`/`reduce` must be read (`reduction_checks.unread_reductions`)."""
+    return unread_reductions(space)
 
 
 @_vlm_check

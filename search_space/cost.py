@@ -10,17 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from search_space.components import POSITIONS
-from search_space.errors import InvalidDesign
+from search_space.errors import InvalidDesign, UnknownGeometry
 from search_space.fusions import FUSIONS, INSIDE_FAMILIES, FusionKind, Grid
 from search_space.point import ExpertConfig, TrialConfig
 from search_space.presets import ExpertInfo, expert_info
-from search_space.reductions import REDUCTIONS, reduced
+from search_space.reductions import REDUCTIONS, ReduceSpec, reduced
 from search_space.sampling import CompiledSpace, FusionOption, values
 from search_space.tiling import TileLayout, tile_layout
-
-
-class UnknownGeometry(ValueError):
-    """An expert whose grid cannot be known without loading it (and no `tokens` is set)."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +38,16 @@ MERGE_GRIDS: dict[str, Callable[[Sequence[Grid]], Grid]] = {
 }
 
 
+def resolved_reduction(cfg: ExpertConfig, info: ExpertInfo) -> ExpertConfig:
+    """`cfg` with a `reduce` mapping in its name form (`tokens`, name) on its selected layers'
+    grids: what every reader of the reduction sees (a name form is `cfg` itself)."""
+    return cfg.resolved([info.grid(layer, cfg.image_size) for layer in cfg.layer_list])
+
+
 def layer_shapes(cfg: ExpertConfig, info: ExpertInfo) -> list[tuple[Grid, int]]:
     """Each selected layer's (grid, width) after the expert's reduction to `tokens` (each layer
     is reduced before the merge: REFERENCE.md, "Token reduction"; `search_space.reductions`)."""
+    cfg = resolved_reduction(cfg, info)
     return [reduced(info.grid(layer, cfg.image_size), info.layer_width(layer), cfg.tokens, cfg.reduce)
             for layer in cfg.layer_list]
 
@@ -53,6 +56,7 @@ def expert_grid(cfg: ExpertConfig) -> Grid:
     """The expert's grid after layer merge and reduction (REFERENCE.md: token reduction)."""
     info = expert_info(cfg.source)
     if info is None:
+        cfg = cfg.resolved(None)  # a mapping with its own grid is known (UnknownGeometry else)
         if cfg.tokens is not None and REDUCTIONS.get(cfg.reduce).width_preserving:
             side = math.isqrt(cfg.tokens)
             return side, side
@@ -140,19 +144,24 @@ def fusion_plan(point: TrialConfig) -> FusionPlan:
         return FusionPlan(tuple(ordered), tiling=tiling)
     (name, primary), rest = ordered[0], ordered[1:]
     readers = rest if kind.on_primary else ordered
-    unread = tuple(n for n, cfg in readers if cfg.tokens is not None)
-    if not kind.on_primary or primary.tokens is None:
+    unread = tuple(n for n, cfg in readers if cfg.reduces)
+    if not kind.on_primary or not primary.reduces:
         return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), None, unread, tiling)
-    if not REDUCTIONS.get(primary.reduce).width_preserving:
+    if not REDUCTIONS.get(primary.reduce_name).width_preserving:
         raise InvalidDesign(f"{point.fusion.kind} reduces its fused tokens (at the LM width) by its "
-                            f"primary '{name}''s reduction, which reduce: {primary.reduce} would "
+                            f"primary '{name}''s reduction, which reduce: {_text(primary.reduce)} would "
                             "widen; use reduce: pool or resize on it")
-    return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), primary, unread, tiling)
+    # a width-preserving mapping has its own grid, so it needs no layer grid to resolve
+    return FusionPlan(tuple((n, _full(cfg)) for n, cfg in ordered), primary.resolved(None), unread, tiling)
+
+
+def _text(reduce: object) -> str:
+    return reduce.text() if isinstance(reduce, ReduceSpec) else str(reduce)
 
 
 def _full(cfg: ExpertConfig) -> ExpertConfig:
     """The expert at its full resolution (no reduction of its own)."""
-    return cfg if cfg.tokens is None else cfg.model_copy(update={"tokens": None, "reduce": "pool"})
+    return cfg.model_copy(update={"tokens": None, "reduce": "pool"}) if cfg.reduces else cfg
 
 
 def groups_cost(groups: Sequence[Grid], positions: str) -> Cost:
@@ -230,7 +239,8 @@ class CostRange:
         return bounds
 
 
-# an expert value's grid reduced, at full resolution, tokens, reduce, its tile layout (as a tuple)
+# an expert value's grid reduced, at full resolution, the tokens / reduce its fused group gets as
+# a primary (`_after_reduction`), and its tile layout (as a tuple)
 Geom = tuple[Grid, Grid, int, str, tuple[object, ...]]
 NO_GRID: Grid = (0, 0)              # unknown until loaded, or its reduction cannot apply
 
@@ -249,9 +259,20 @@ def _geometry(cfg: ExpertConfig, image_size: int) -> tuple[Geom, bool]:
     try:
         layout = expert_tiling(cfg, image_size)
     except UnknownGeometry:
-        return (NO_GRID, NO_GRID, 0, cfg.reduce, ()), True
+        return (NO_GRID, NO_GRID, *_after_reduction(cfg), ()), True
     tiles = () if layout is None else dataclasses.astuple(layout)
-    return (grids[0], grids[1], cfg.tokens or 0, cfg.reduce, tiles), unknown
+    return (grids[0], grids[1], *_after_reduction(cfg), tiles), unknown
+
+
+def _after_reduction(cfg: ExpertConfig) -> tuple[int, str]:
+    """(tokens, name) by which an on-primary injection fusion would reduce its fused group with
+    `cfg` as the primary (tokens 0: none; a widening one is refused there, whatever its tokens)."""
+    if not cfg.reduces:
+        return 0, "pool"
+    if not REDUCTIONS.get(cfg.reduce_name).width_preserving:
+        return cfg.tokens or 1, cfg.reduce_name
+    after = cfg.resolved(None)
+    return after.tokens or 0, after.reduce
 
 
 def space_cost_range(compiled: CompiledSpace) -> CostRange:

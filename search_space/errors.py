@@ -63,3 +63,7 @@ class SectionError(ValueError):
 
 class InvalidDesign(ValueError):
     """A point that validates but cannot be built (e.g. interleaving unequal grids)."""
+
+
+class UnknownGeometry(ValueError):
+    """An expert whose grid cannot be known without loading it (and no `tokens` is set)."""

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
-from search_space.errors import InvalidDesign
+from search_space.errors import InvalidDesign, SectionError
 from search_space.eval_formats import EvalSpec, duplicate_labels
 from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveInt, SquareInt
 from search_space.numbers import Seed
 from search_space.presets import LM_PRESETS, PRESETS
 from search_space.ranges import TAG, Scalar
-from search_space.reductions import REDUCTIONS
+from search_space.reductions import Reduce, ReduceSpec, resolve_tokens, tokens_problem
 from search_space.registry import Registry, unknown_name_message
 from search_space.sources import is_source_ref, parse_source
 from search_space.tiling import TilingConfig
@@ -73,7 +73,6 @@ def projectors_of(per_expert: Any) -> Any:
 
 
 Projectors = projectors_of(ProjectorName)
-ReductionName = Annotated[str, registered(REDUCTIONS)]
 LayerId = int | Literal["neck"]  # a hidden-state index, or SAM's neck (presets.NECK)
 LayerSel = LayerId | Annotated[tuple[LayerId, ...], Field(min_length=1)]
 ImageSide = Annotated[int, Field(ge=16, le=4096)]
@@ -134,8 +133,9 @@ class ExpertConfig(Frozen):
     layers: LayerSel = -1                # HF hidden-state index (0 embeddings, -1 last), or neck (SAM)
     merge: MergeName = "layerscale"
     tokens: SquareInt | None = None      # reduce to a sqrt(tokens) square grid; null keeps all
-    reduce: ReductionName = "pool"       # how: pool, resize (EAGLE), unshuffle (LEO); unread
-    #                                      when tokens is null (`vlmsearch check` says so for a point)
+    reduce: Reduce = "pool"              # how: pool, resize (EAGLE), unshuffle (LEO); a name is
+    #   unread when tokens is null (`vlmsearch check` says so for a point); a mapping sets its own
+    #   target: {kind: unshuffle, factor: R} | {kind: resize, grid: G} | {kind: pool, grid: G}
     image_size: ImageSide | None = None  # the expert's input side; null: its native size
     primary: bool = False                # the primary expert of mr_adapter / cross_attention
     train: TrainMode = "frozen"          # lora / full: the expert trains (EAGLE, LLaVA-HR)
@@ -147,10 +147,33 @@ class ExpertConfig(Frozen):
     def layer_list(self) -> tuple[LayerId, ...]:
         return (self.layers,) if isinstance(self.layers, int | str) else tuple(self.layers)
 
+    @model_validator(mode="after")
+    def _tokens_agree(self) -> ExpertConfig:
+        """`tokens` beside a mapping with its own grid must be that grid's (unshuffle's factor
+        needs the layer grid: `resolved` checks it)."""
+        side = self.reduce.own_side() if isinstance(self.reduce, ReduceSpec) else None
+        if side is not None and self.tokens is not None and self.tokens != side * side:
+            raise SectionError(("tokens",), tokens_problem(self.reduce, self.tokens, side * side))
+        return self
+
     @property
     def reduces(self) -> bool:
-        """Whether the expert sets a reduction of its own (`tokens`)."""
-        return self.tokens is not None
+        """Whether the expert sets a reduction of its own (`tokens`, or a `reduce` mapping)."""
+        return self.tokens is not None or isinstance(self.reduce, ReduceSpec)
+
+    @property
+    def reduce_name(self) -> str:
+        """The reduction's name (`reduce`, or its mapping's `kind`)."""
+        return self.reduce.kind if isinstance(self.reduce, ReduceSpec) else self.reduce
+
+    def resolved(self, grids: Sequence[tuple[int, int]] | None) -> ExpertConfig:
+        """This expert with a `reduce` mapping written in the name form (`tokens` and the name)
+        for its selected layers' `grids` (None: unknown until loaded; UnknownGeometry where the
+        mapping needs them); what the cost model and the modules read. A name form is itself."""
+        if not isinstance(self.reduce, ReduceSpec):
+            return self
+        tokens = resolve_tokens(self.reduce, grids, self.tokens, self.source)
+        return self.model_copy(update={"tokens": tokens, "reduce": self.reduce.kind})
 
 
 LearningRate = Annotated[float, Field(gt=0)]
@@ -319,7 +342,7 @@ class TrialConfig(Frozen):
             data[part] = _without_added(getattr(self, part), data[part])
         if self.train.stages:  # steps is their total, lr unread
             data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "lr")}
-        data["experts"] = {name: _without_added(self.experts[name], cfg)
+        data["experts"] = {name: _expert_canonical(self.experts[name], cfg)
                            for name, cfg in data["experts"].items()}
         out = {key: _sorted(data[key]) for key in sorted(data) if key != "experts"}
         out["experts"] = {name: _sorted(cfg) for name, cfg in data["experts"].items()}
@@ -362,6 +385,13 @@ def _without_added(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
     fields = type(model).model_fields
     return {key: value for key, value in dumped.items()
             if key not in getattr(model, "added", ()) or getattr(model, key) != fields[key].default}
+
+
+def _expert_canonical(cfg: ExpertConfig, dumped: dict[str, Any]) -> dict[str, Any]:
+    """An expert's canonical data: with a `reduce` mapping, `tokens` is the mapping's (given or
+    not, it must agree), so it is left out and both spellings are one design."""
+    out = _without_added(cfg, dumped)
+    return {k: v for k, v in out.items() if k != "tokens"} if isinstance(cfg.reduce, ReduceSpec) else out
 
 
 def _sorted(value: Any) -> Any:

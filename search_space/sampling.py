@@ -411,6 +411,21 @@ def _flat_labels(prefix: str, value: Any, out: dict[str, Label]) -> None:
         out[prefix] = _label(value)
 
 
+def _mapping_choices(prefix: str, node: Node, design: dict[str, Any], out: dict[str, Label]) -> None:
+    """The label of each field's choice that holds the mapping `design` gives it (`reduce:
+    {choices: [pool, {kind: resize, grid: 24}]}`): the one with its value, else with its kind."""
+    for key, child in node.fields if isinstance(node, Rec) else ():
+        value = design.get(key)
+        if not isinstance(value, dict) or not isinstance(child, Cat):
+            continue
+        held = [list(values(option, "low")) for option in child.options]
+        fits = [label for label, vs in zip(child.labels, held, strict=True) if value in vs] or [
+            label for label, vs in zip(child.labels, held, strict=True)
+            if any(isinstance(v, dict) and v.get("kind") == value.get("kind") for v in vs)]
+        if fits:
+            out[f"{prefix}.{key}"] = fits[0]
+
+
 def point_parameters(compiled: CompiledSpace, design: dict[str, Any]) -> dict[str, Label]:
     """The Optuna parameters under which `compiled.sample` yields `design` (a partial point:
     sections it omits stay free). Raises ValueError when the design is outside the space."""
@@ -423,6 +438,7 @@ def point_parameters(compiled: CompiledSpace, design: dict[str, Any]) -> dict[st
     values["experts"] = "+".join(chosen)
     for name in chosen:
         _flat_labels(f"experts.{name}", design["experts"][name], values)
+        _mapping_choices(f"experts.{name}", compiled.experts[name], design["experts"][name], values)
     fusion = design.get("fusion")
     if fusion is not None:
         options = compiled.admissible(len(chosen))

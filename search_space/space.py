@@ -39,6 +39,7 @@ from search_space.point import (
     registered,
 )
 from search_space.ranges import TAG, Choices, TunableScalar, tunable
+from search_space.reductions import reduce_union
 from search_space.resources.devices import DEVICE_PROFILES, default_profile
 from search_space.strategies import BACKENDS, EARLY_STOPPING, SAMPLERS
 
@@ -62,7 +63,8 @@ def tunable_model(point_model: type[BaseModel], fixed: frozenset[str] = frozense
     return model
 
 
-ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary", "trust_remote_code"}))
+ExpertSpace = tunable_model(ExpertConfig, frozenset({"primary", "trust_remote_code"}), own={
+    "reduce": tunable(reduce_union(tunable_model))})  # a mapping's keys are tunable too
 LanguageModelSpace = tunable_model(LanguageModelConfig)
 StageSpace = tunable_model(Stage)
 TrainSpace = tunable_model(TrainConfig, own={

@@ -69,9 +69,10 @@ def expert_features(vlm: VLM, data: QADataset, cache: FeatureCache, device: torc
             continue
         tokens = vlm.experts[name]
         expert = tokens.expert
-        key = cache_key(expert.identity, expert.image_size, expert.layers, tokens.cfg.tokens,
+        reduction = tokens.reduction  # a `reduce` mapping as its name form: equal designs share entries
+        key = cache_key(expert.identity, expert.image_size, expert.layers, reduction.tokens,
                         data.fingerprint(), str(expert.model.dtype).removeprefix("torch."),
-                        tokens.cfg.merge_grid, tokens.cfg.reduce,
+                        reduction.merge_grid, reduction.reduce,
                         tokens.tiling.key() if tokens.tiling is not None else None)
         out[name] = cache.get_batches(key, lambda tokens=tokens: split_features(tokens, data, device),
                                       rows=len(data))

@@ -31,6 +31,7 @@ from search_space import (
     expert_info,
     info_from_config,
     layer_shapes,
+    resolved_reduction,
 )
 from trials.vlm.expert_sources import needs_remote_code, register_adapters, remote_code_refused
 from trials.vlm.processing import Processing, processing
@@ -459,11 +460,13 @@ class ExpertTokens(nn.Module):
         self.expert = expert if expert is not None else Expert(cfg, random_weights)
         self.merge = MERGE_MODULES.get(cfg.merge)(reduced_widths(cfg, self.expert.info), cfg.merge_grid)
         self.out_width = self.merge.out_width
+        self.reduction = resolved_reduction(cfg, self.expert.info)  # a `reduce` mapping as tokens + name
 
     def pool(self, layers: list[Features]) -> list[Features]:
         """The selected layers on the final grid (frozen and cacheable): each (B, h*w, C_i),
         reduced by the expert's `reduce` (C_i widened by r^2 under unshuffle)."""
-        return reduce_layers(layers, self.cfg.tokens, self.cfg.reduce, self.cfg.merge_grid)
+        r = self.reduction
+        return reduce_layers(layers, r.tokens, r.reduce, r.merge_grid)
 
     def features(self, images: Tensor, inject: Inject | None = None) -> list[Features]:
         """The frozen part for uint8 images: expert forward (`inject`: adapters inside), `pool`

@@ -232,3 +232,49 @@ def test_vlm_equals_the_cost_model(kind: str, clip: dict, sam: dict, fusion: dic
 def test_an_unshuffled_primary_of_an_injection_is_not_built() -> None:
     with pytest.raises(InvalidDesign, match="use reduce: pool or resize"):
         build_vlm(vlm_point("cross_attention", {"tokens": 16, "reduce": "unshuffle"}, {}))
+
+
+# ---- CONTRACT.md's mapping form of `reduce:` builds the model of its name form --------------
+
+MAPPING_CASES = [  # (fusion, clip, sam) in the mapping form; NAME_FORM gives each its name form
+    ("sequence_concat", {"reduce": {"kind": "unshuffle", "factor": 2}},
+     {"layers": ["neck", -1], "merge": "concat", "reduce": {"kind": "resize", "grid": 4}}),
+    ("channel_concat", {"reduce": {"kind": "pool", "grid": 6}},
+     {"layers": "neck", "reduce": {"kind": "unshuffle", "factor": 2}}),
+    ("cross_attention", {"reduce": {"kind": "resize", "grid": 4}}, {"layers": "neck"}),
+]
+NAME_FORM = {"unshuffle": lambda m, side: side // m["factor"], "pool": lambda m, side: m["grid"],
+             "resize": lambda m, side: m["grid"]}
+
+
+def name_form(cfg: dict, side: int) -> dict:
+    """`cfg` with its reduce mapping written as tokens + name (layers of side x side)."""
+    mapping = cfg.get("reduce")
+    if not isinstance(mapping, dict):
+        return cfg
+    s = NAME_FORM[mapping["kind"]](mapping, side)
+    return {**cfg, "tokens": s * s, "reduce": mapping["kind"]}
+
+
+@pytest.mark.parametrize(("kind", "clip", "sam"), MAPPING_CASES, ids=[c[0] for c in MAPPING_CASES])
+def test_the_mapping_form_builds_the_name_forms_model(kind: str, clip: dict, sam: dict) -> None:
+    mapping = vlm_point(kind, clip, sam)
+    name = vlm_point(kind, name_form(clip, 12), name_form(sam, 8))  # tiny-clip 12x12, tiny-sam 8x8
+    assert mapping.config_hash != name.config_hash
+    models = []
+    for p in (mapping, name):
+        torch.manual_seed(0)
+        models.append(build_vlm(p, random_weights=True))
+    a, b = models
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    for n in a.expert_names:  # the same reduction, so the same cache key (trials.features)
+        assert a.experts[n].reduction == b.experts[n].reduction
+        assert a.experts[n].out_width == b.experts[n].out_width
+    fa, fb = a.expert_features(images), b.expert_features(images)
+    assert [[f.grid for f in fa[n]] for n in fa] == [[f.grid for f in fb[n]] for n in fb]
+    assert a.state_dict().keys() == b.state_dict().keys()
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(value, b.state_dict()[key], rtol=0, atol=0)
+    va, vb = a.visual(images), b.visual(images)
+    assert va.grids == vb.grids == list(point_cost(mapping).groups) == list(point_cost(name).groups)
+    torch.testing.assert_close(va.tokens, vb.tokens, rtol=0, atol=0)
