@@ -1,10 +1,19 @@
-"""Each fusion operator on one 2-expert tiny point: parameters and forward time, side by side.
+"""Each fusion operator on one 2-expert tiny point: parameters and forward time, side by side;
+then every paper's connector (examples/papers/*.yaml) at its own scale.
 
     python bench/operators.py [--batch 8] [--repeats 30] [--threads 2] [--device cpu|cuda]
+                              [--papers-only] [--paper-repeats 3]
 
-The point is examples/comm_point.yaml's experts (tiny-clip layers -1,-2,-3 -> 4x4 x64 via
+The tiny point is examples/comm_point.yaml's experts (tiny-clip layers -1,-2,-3 -> 4x4 x64 via
 layerscale; tiny-dinov2 8x8 x48) with each fusion kind in turn. Times are medians after warm-up;
 ratios are to channel_concat measured in the same run (machines here are noisy).
+
+The papers' connectors: the fusion operator with its projector(s) as the paper's point builds
+it (the experts' grids and widths it reads, the LM's width), with random weights and random
+expert features, one sample: parameters (the module; the cost model's, which a contract test
+holds equal), forward FLOPs (FlopCounterMode on the meta device) and the forward's time on
+`--device` in fp32 (an operator inside the primary ViT: its adapters and final align, not the
+ViT's blocks between them).
 """
 
 from __future__ import annotations
@@ -13,15 +22,26 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from search_space import FUSIONS, TrialConfig, load_point, point_cost
+from search_space import FUSIONS, TrialConfig, fusion_plan, load_point, point_cost
+from search_space.cost import expert_grid
+from search_space.presets import expert_info
+from search_space.resources.lm import lm_arch
 from trials import build_vlm
+from trials.measure import count_flops
+from trials.vlm.experts import out_width
+from trials.vlm.fusion import build_fusion
+from trials.vlm.reduce import Features
 
-PARAMS = {"cross_attention": {"heads": 1}, "resampler": {"queries": 16}, "sva": {"queries": 16}}
+# sva at the tiny LM's width (64; Cambrian's 1024 would dwarf the tiny point)
+PARAMS = {"cross_attention": {"heads": 1}, "resampler": {"queries": 16},
+          "sva": {"queries": 16, "width": 64}}
+PAPERS = sorted(Path("examples/papers").glob("*.yaml"))
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -38,14 +58,56 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def paper_connector(path: Path) -> tuple[TrialConfig, object, list[Features]]:
+    """The paper point's connector (random weights, on the current default device) and one
+    sample of random expert features on the grids and widths it reads."""
+    point, _ = load_point(str(path))
+    plan = fusion_plan(point)
+    grids = [expert_grid(cfg) for _, cfg in plan.experts]
+    widths = [out_width(cfg) for _, cfg in plan.experts]
+    primary = expert_info(plan.experts[0][1].source)
+    d = lm_arch(point.language_model.source).hidden
+    module = build_fusion(point.fusion, widths, d, point.fusion_projector(), grids=grids,
+                          primary_depth=primary.num_layers if primary else None)
+    feats = [Features(torch.randn(1, h * w, c), (h, w)) for (h, w), c in zip(grids, widths, strict=True)]
+    return point, module, feats
+
+
+def papers(device: str, repeats: int) -> None:
+    print(f"\npapers' connectors: 1 sample, fp32, {device}")
+    print(f"{'paper':<18}{'fusion':<16}{'LM d':>6}{'params':>15}{'fwd GFLOP':>11}{'fwd ms':>9}")
+    for path in PAPERS:
+        with torch.device("meta"):
+            point, meta, feats = paper_connector(path)
+        run = meta.connector_only if meta.live_primary else meta
+        flops = count_flops(lambda: run(feats))  # noqa: B023
+        torch.manual_seed(0)
+        with torch.device(device):
+            _, module, feats = paper_connector(path)
+        run = module.connector_only if module.live_primary else module
+        with torch.no_grad():
+            ms = median_ms(lambda: run(feats), repeats)  # noqa: B023
+        d = lm_arch(point.language_model.source).hidden
+        params = sum(p.numel() for p in module.parameters())
+        print(f"{path.stem:<18}{point.fusion.kind:<16}{d:>6}{params:>15,}{flops / 1e9:>11.2f}{ms:>9.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
+    parser.add_argument("--papers-only", action="store_true", help="only the papers' connectors")
+    parser.add_argument("--paper-repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.papers_only:
+        tiny(args)
+    papers(args.device, args.paper_repeats)
+
+
+def tiny(args: argparse.Namespace) -> None:
     base, _ = load_point("examples/comm_point.yaml")
     images = torch.randint(0, 256, (args.batch, 3, 96, 96), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0)).to(args.device)
