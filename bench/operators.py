@@ -28,15 +28,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from search_space import FUSIONS, TrialConfig, fusion_plan, load_point, point_cost
-from search_space.cost import expert_grid
-from search_space.presets import expert_info
-from search_space.resources.lm import lm_arch
-from trials import build_vlm
-from trials.measure import count_flops
-from trials.vlm.experts import out_width
-from trials.vlm.fusion import build_fusion
-from trials.vlm.reduce import Features
+from search_space import (
+    FUSIONS,
+    TrialConfig,
+    expert_grid,
+    expert_info,
+    fusion_plan,
+    lm_arch,
+    load_point,
+    point_cost,
+)
+from trials import Features, build_fusion, build_vlm, count_flops, out_width
 
 # sva at the tiny LM's width (64; Cambrian's 1024 would dwarf the tiny point)
 PARAMS = {"cross_attention": {"heads": 1}, "resampler": {"queries": 16},

@@ -19,6 +19,7 @@ from search_space.cost import (
     CostRange,
     FusionPlan,
     UnknownGeometry,
+    expert_grid,
     fusion_plan,
     layer_shapes,
     point_cost,
@@ -41,6 +42,7 @@ from search_space.fusions import (
     Resampler,
     SequenceConcat,
 )
+from search_space.legacy import stored_design
 from search_space.load import Loaded, load, load_point, parse
 from search_space.pareto import (
     feasible,
@@ -61,6 +63,7 @@ from search_space.presets import (
     ExpertInfo,
     expert_info,
     info_from_config,
+    read_config,
 )
 from search_space.reductions import REDUCTIONS, reduced
 from search_space.registry import Registry, did_you_mean
@@ -72,6 +75,7 @@ from search_space.resources.lm import known_lm, lm_arch
 from search_space.resources.space import space_estimate
 from search_space.result import METRIC_ORDER, Failure, FailureReason, TrialResult, result_from_json
 from search_space.sampling import CompiledSpace, OptunaDraw, RandomDraw, compile_space, point_parameters
+from search_space.sources import SourceRef, parse_source
 from search_space.space import (
     Constraint,
     EarlyStopping,
@@ -82,6 +86,7 @@ from search_space.space import (
     study_name_problem,
 )
 from search_space.strategies import BACKENDS, EARLY_STOPPING, SAMPLERS
+from search_space.tiling import TileLayout, fitted_size
 from search_space.yaml_io import dump_yaml
 
 register_evaluator_plugins()  # entry points; last, since a plugin imports from this package
@@ -146,10 +151,12 @@ __all__ = [
     "SeedPoint",
     "SequenceConcat",
     "Sinks",
+    "SourceRef",
     "SpaceError",
     "Stage",
     "StagePlan",
     "StudyInfo",
+    "TileLayout",
     "TrainConfig",
     "TrialConfig",
     "TrialResult",
@@ -159,9 +166,11 @@ __all__ = [
     "did_you_mean",
     "dump_yaml",
     "estimate",
+    "expert_grid",
     "expert_info",
     "feasible",
     "file_problem",
+    "fitted_size",
     "folder_problem",
     "fusion_plan",
     "hypervolume",
@@ -177,15 +186,18 @@ __all__ = [
     "objective_matrix",
     "pareto_mask",
     "parse",
+    "parse_source",
     "point_cost",
     "point_estimate",
     "point_parameters",
     "position_ids",
+    "read_config",
     "reduced",
     "resolved_reduction",
     "result_from_json",
     "space_cost_range",
     "space_estimate",
+    "stored_design",
     "study_front",
     "study_name_problem",
     "word_vocab",

@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, Select, and_, exists, func, select
 
 from common import redact_url
-from search_space import Failure, SearchSpace, TrialConfig, TrialResult, did_you_mean
-from search_space.legacy import stored_design
+from search_space import Failure, SearchSpace, TrialConfig, TrialResult, did_you_mean, stored_design
 from storage.engine import StorageError
 from storage.models import TRIAL_STATUSES, metrics, studies, trials
 

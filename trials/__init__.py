@@ -19,6 +19,9 @@ _WHERE = {  # public name -> "module" (the same name there) or "module:attribute
     "read_records": "trials.data.records", "record_column": "trials.data.records:column",
     "nasbench201_table": "trials.evaluators.nasbench201:table",
     # the resource model against the built VLM (bench/resource_model.py)
+    # one connector on its own (bench/operators.py)
+    "build_fusion": "trials.vlm.fusion", "Features": "trials.vlm.reduce", "out_width": "trials.vlm.experts",
+    "count_flops": "trials.measure",
     "SMALL_DESIGNS": "trials.resource_check:SMALL", "measure_step": "trials.resource_check:measure",
     "predict_step": "trials.resource_check:predict",
     # the search drivers

@@ -20,9 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from search_space import FAMILIES, Registry
-from search_space.presets import read_config
-from search_space.sources import SourceRef, parse_source
+from search_space import FAMILIES, Registry, SourceRef, parse_source, read_config
 from trials.vlm.processing import Processing
 from trials.vlm.reduce import Grid
 
@@ -53,7 +51,7 @@ class SourceModel(nn.Module):
 
 
 def _stamp(files: list[Path]) -> str:
-    """Config bytes and weight files' names, sizes and mtimes (as `_checkpoint_identity`)."""
+    """Config bytes and weight files' names, sizes and mtimes (as `families.checkpoint_identity`)."""
     parts = []
     for file in files:
         if file.suffix == ".json":
@@ -237,7 +235,7 @@ READERS: dict[str, tuple[Callable[[SourceModel, Tensor], list[tuple[Tensor, Grid
 
 
 def register_adapters(adapters: Registry[Any], base: type) -> None:
-    """One adapter per family, on experts.py's `FamilyAdapter` (passed in: no import cycle)."""
+    """One adapter per family, on families.py's `FamilyAdapter` (passed in: no import cycle)."""
 
     class SourceAdapter(base):  # type: ignore[valid-type, misc]
         """A timm / OpenCLIP model: loaded by its library, read by the family's reader."""

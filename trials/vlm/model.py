@@ -16,8 +16,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from search_space import TrialConfig, fusion_plan
-from search_space.cost import UnknownGeometry, expert_grid
+from search_space import TrialConfig, UnknownGeometry, expert_grid, fusion_plan
 from trials.vlm.chat import IGNORE, ChatFormat, Encoded
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.fusion import FUSION_MODULES, VisualTokens, build_fusion

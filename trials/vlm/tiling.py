@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.tiling import TileLayout, fitted_size
+from search_space import TileLayout, fitted_size
 from trials.vlm.reduce import Features
 
 
