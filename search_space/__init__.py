@@ -74,7 +74,8 @@ from search_space.resources.known_lms import IMAGE_TOKEN, word_vocab
 from search_space.resources.lm import known_lm, lm_arch
 from search_space.resources.space import space_estimate
 from search_space.result import METRIC_ORDER, Failure, FailureReason, TrialResult, result_from_json
-from search_space.sampling import CompiledSpace, OptunaDraw, RandomDraw, compile_space, point_parameters
+from search_space.sampling import CompiledSpace, OptunaDraw, RandomDraw, compile_space
+from search_space.seed_points import point_parameters
 from search_space.sources import SourceRef, parse_source
 from search_space.space import (
     Constraint,

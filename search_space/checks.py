@@ -336,7 +336,7 @@ def stages(space: SearchSpace) -> list[Problem]:
 @_vlm_check
 def seed_points(space: SearchSpace) -> list[Problem]:
     """Seed points must lie in the space (they are enqueued as its parameters)."""
-    from search_space.sampling import point_parameters
+    from search_space.seed_points import point_parameters
 
     compiled, out = compile_space(space), []
     for i, seed in enumerate(space.search.seed_points):

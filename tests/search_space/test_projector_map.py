@@ -9,7 +9,8 @@ import pytest
 from search_space import compile_space, parse, point_cost
 from search_space.errors import InvalidDesign, SpaceError
 from search_space.point import TrialConfig
-from search_space.sampling import RandomDraw, point_parameters
+from search_space.sampling import RandomDraw
+from search_space.seed_points import point_parameters
 
 EXPERTS = {"clip": {"source": "tiny-clip"}, "dinov2": {"source": "tiny-dinov2", "primary": True}}
 

@@ -24,7 +24,8 @@ from search_space.point import ExpertConfig
 from search_space.presets import expert_info
 from search_space.reductions import PoolTo, UnshuffleBy
 from search_space.resources.estimate import estimate
-from search_space.sampling import RandomDraw, ReplayDraw, point_parameters
+from search_space.sampling import RandomDraw
+from search_space.seed_points import ReplayDraw, point_parameters
 
 SAM = "facebook/sam-vit-base"  # its neck: 64x64, 256 channels
 
