@@ -115,17 +115,15 @@ def inner_width(out_dim: int, heads: int) -> int:
 
 
 def multi_head(q_tokens: int, q_dim: int, kv: list[tuple[int, int]], out_dim: int, heads: int,
-               flow: Flow, kv_flow: Flow, norm: bool = False, batch: int = 1) -> Block:
+               flow: Flow, kv_flow: Flow, batch: int = 1) -> Block:
     """`trials.vlm.fusion.attention.MultiHead`: queries (`batch` sets of `q_tokens` of width
     q_dim) attend to the keys of each source (`kv`: (tokens per query set, width) per source),
-    each with its K/V projections (a LayerNorm first when `norm`), then `out`."""
+    each with its K/V projections, then `out`."""
     inner = inner_width(out_dim, heads)
 
     def proj(tokens: int, dim: int, f: Flow, again: bool = False) -> Block:
         """One input projection; `again`: the second (V) of a source whose K read it first."""
-        if not norm:
-            return linear(tokens, dim, inner, f, shared_input=again)
-        return layer_norm(tokens, dim, f, shared_input=again) + linear(tokens, dim, inner, f.after())
+        return linear(tokens, dim, inner, f, shared_input=again)
 
     total = proj(batch * q_tokens, q_dim, flow)
     for tokens, dim in kv:

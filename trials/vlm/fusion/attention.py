@@ -34,23 +34,16 @@ class MultiHead(nn.Module):
     """Multi-head attention of queries to the keys of several sources, each with its K/V projections.
 
     Leading dims are batch dims, so per-query windows are `(B, N, 1, C)` queries on `(B, N, L, C)`
-    keys. The inner width is `out_dim` rounded up to a multiple of `heads` (any head count fits);
-    `norm` puts a LayerNorm before every input projection (Mini-Gemini's `Linear(LN(.))`).
+    keys. The inner width is `out_dim` rounded up to a multiple of `heads` (any head count fits).
     """
 
-    def __init__(self, q_dim: int, kv_dims: Sequence[int], out_dim: int, heads: int,
-                 norm: bool = False) -> None:
+    def __init__(self, q_dim: int, kv_dims: Sequence[int], out_dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         inner = heads * math.ceil(out_dim / heads)
-
-        def proj(dim: int) -> nn.Module:
-            linear = nn.Linear(dim, inner)
-            return nn.Sequential(nn.LayerNorm(dim), linear) if norm else linear
-
-        self.q = proj(q_dim)
-        self.k = nn.ModuleList(proj(d) for d in kv_dims)
-        self.v = nn.ModuleList(proj(d) for d in kv_dims)
+        self.q = nn.Linear(q_dim, inner)
+        self.k = nn.ModuleList(nn.Linear(d, inner) for d in kv_dims)
+        self.v = nn.ModuleList(nn.Linear(d, inner) for d in kv_dims)
         self.out = nn.Linear(inner, out_dim)
 
     def split(self, x: Tensor) -> Tensor:
