@@ -41,6 +41,7 @@ from search_space.fusions import (
     MRAdapter,
     Resampler,
     SequenceConcat,
+    per_expert,
 )
 from search_space.legacy import stored_design
 from search_space.load import Loaded, load, load_point, parse
@@ -188,6 +189,7 @@ __all__ = [
     "pareto_mask",
     "parse",
     "parse_source",
+    "per_expert",
     "point_cost",
     "point_estimate",
     "point_parameters",

@@ -183,6 +183,17 @@ class FusionKind:
 
 
 PER_EXPERT_PROJECTOR = frozenset({"sequence_concat", "resampler"})
+
+
+def per_expert(projector: str | Sequence[str], experts: int) -> tuple[str, ...]:
+    """One projector name per expert from a name or a sequence of them (as long as the experts)."""
+    if isinstance(projector, str):
+        return (projector,) * experts
+    if len(projector) != experts:
+        raise ValueError(f"got {len(projector)} projectors for {experts} experts")
+    return tuple(projector)
+
+
 FUSIONS: Registry[FusionKind] = Registry("fusion")
 for _params, _groups, _min, _live, _injects in [
     (ChannelConcat, _channel_concat, 1, False, False),

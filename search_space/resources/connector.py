@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from search_space.errors import InvalidDesign
-from search_space.fusions import FUSIONS, Grid
+from search_space.fusions import FUSIONS, Grid, per_expert
 from search_space.registry import Registry
 from search_space.resources import blocks
 from search_space.resources.blocks import NONE, Block, Flow, layer_norm
@@ -78,9 +78,6 @@ def project(name: str, tokens: int, i: int, o: int, flow: Flow) -> Block:
     return PROJECTOR_COSTS.get(name)(tokens, i, o, flow)
 
 
-def per_expert(projector: str | Sequence[str], experts: int) -> tuple[str, ...]:
-    """One projector name per expert (`TrialConfig.fusion_projector` gives a name or a tuple)."""
-    return (projector,) * experts if isinstance(projector, str) else tuple(projector)
 
 
 # ---- fusion operators ------------------------------------------------------------------------

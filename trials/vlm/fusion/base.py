@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from search_space import FUSIONS, FusionParams, Grid, Registry
+from search_space import FUSIONS, FusionParams, Grid, Registry, per_expert
 from trials.vlm.reduce import Features
 
 Projector = str | Sequence[str]  # one projector name, or one per expert (primary first)
@@ -97,15 +97,6 @@ class FusionModule(nn.Module, abc.ABC):
 
 
 FUSION_MODULES: Registry[type[FusionModule]] = Registry("fusion")
-
-
-def per_expert(projector: Projector, experts: int) -> tuple[str, ...]:
-    """One projector name per expert from a name or a sequence of them (as long as the experts)."""
-    if isinstance(projector, str):
-        return (projector,) * experts
-    if len(projector) != experts:
-        raise ValueError(f"got {len(projector)} projectors for {experts} experts")
-    return tuple(projector)
 
 
 def build_fusion(params: FusionParams, widths: Sequence[int], d_model: int, projector: Projector,
