@@ -30,6 +30,8 @@ _WHERE = {  # public name -> "module" (the same name there) or "module:attribute
     "backend_class": "trials.search.backend", "OptunaBackend": "trials.search.optuna_backend",
     "RayBackend": "trials.search.ray_backend", "OPTUNA_SAMPLERS": "trials.search.samplers:SAMPLERS",
     "JsonLinesSink": "trials.search.sinks",
+    # expert similarity (linear CKA of the pool's features; `vlmsearch experts --similarity`)
+    "expert_similarity": "trials.similarity", "pool_features": "trials.similarity",
 }
 __all__ = sorted(_WHERE)
 

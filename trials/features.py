@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from trials.cache import FeatureCache, Layers, cache_key
-from trials.data import QADataset
+from trials.data import ChatDataset, QADataset
 from trials.data.images import batches
 from trials.vlm.experts import ExpertTokens
 from trials.vlm.model import VLM
@@ -63,17 +63,23 @@ def expert_features(vlm: VLM, data: QADataset, cache: FeatureCache, device: torc
                     ) -> FeatureBatches:
     """The frozen experts' pooled layer features for the whole split, through the cache (written
     to it batch by batch as they are computed)."""
-    out = {}
-    for name in vlm.expert_names:
-        if name in vlm.live:
-            continue
-        tokens = vlm.experts[name]
-        expert = tokens.expert
-        reduction = tokens.reduction  # a `reduce` mapping as its name form: equal designs share entries
-        key = cache_key(expert.identity, expert.image_size, expert.layers, reduction.tokens,
-                        data.fingerprint(), str(expert.model.dtype).removeprefix("torch."),
-                        reduction.merge_grid, reduction.reduce,
-                        tokens.tiling.key() if tokens.tiling is not None else None)
-        out[name] = cache.get_batches(key, lambda tokens=tokens: split_features(tokens, data, device),
-                                      rows=len(data))
+    out = {name: cached_layers(vlm.experts[name], data, cache, device)
+           for name in vlm.expert_names if name not in vlm.live}
     return FeatureBatches(out, data, bool(vlm.live))
+
+
+def feature_key(tokens: ExpertTokens, data: QADataset | ChatDataset) -> str:
+    """The feature cache's key of one expert's pooled layers over a split."""
+    expert = tokens.expert
+    reduction = tokens.reduction  # a `reduce` mapping as its name form: equal designs share entries
+    return cache_key(expert.identity, expert.image_size, expert.layers, reduction.tokens,
+                     data.fingerprint(), str(expert.model.dtype).removeprefix("torch."),
+                     reduction.merge_grid, reduction.reduce,
+                     tokens.tiling.key() if tokens.tiling is not None else None)
+
+
+def cached_layers(tokens: ExpertTokens, data: QADataset | ChatDataset, cache: FeatureCache,
+                  device: torch.device) -> Layers:
+    """One frozen expert's pooled layers over the split, each (len(data), T, C_i), through the cache."""
+    return cache.get_batches(feature_key(tokens, data),
+                             lambda: split_features(tokens, data, device), rows=len(data))

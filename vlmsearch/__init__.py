@@ -1,7 +1,8 @@
 """vlmsearch: declarative AutoML for multi-encoder vision-language models.
 
 The public Python API: `run` a search, `trial` one design, `results` and `front` of a study as
-pandas DataFrames, and the space helpers; the command line is `vlmsearch` (`vlmsearch --help`).
+pandas DataFrames, the `similarity` of a space's experts (a DataFrame too), and the space helpers;
+the command line is `vlmsearch` (`vlmsearch --help`).
 """
 
 from search_space import (
@@ -13,7 +14,7 @@ from search_space import (
     load_point,
     point_cost,
 )
-from vlmsearch.api import SearchFailed, front, results, run, trial
+from vlmsearch.api import SearchFailed, front, results, run, similarity, trial
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "point_cost",
     "results",
     "run",
+    "similarity",
     "trial",
 ]

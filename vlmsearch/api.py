@@ -16,7 +16,7 @@ from vlmsearch.search import DEFAULT_STORAGE
 if TYPE_CHECKING:
     import pandas as pd
 
-    from search_space import TrialResult
+    from search_space import SearchSpace, TrialResult
     from storage import ResultsStore, StoredTrial
 
 TRIAL_COLUMNS = ("study", "number", "status", "steps", "pareto_rank", "config_hash", "failure_reason",
@@ -67,6 +67,18 @@ def trial(point: str | Path, *, steps: int | None = None, device: str = "auto",
                                             resources=loaded.space.search.resources))
     result.study, result.number = design.name, 0
     return result
+
+
+def similarity(space: str | Path | SearchSpace, *, images: int = 256, device: str = "auto",
+               run_dir: str | Path = "vlmsearch-runs") -> pd.DataFrame:
+    """`vlmsearch experts SPACE.yaml --similarity`: linear CKA between the pool's experts (a point:
+    its experts) on the first `images` training images, as a DataFrame (rows and columns the
+    experts); features cached under `run_dir`. Raises SpaceError for a bad YAML."""
+    from search_space import SearchSpace, load
+    from trials import default_cache, expert_similarity
+
+    loaded = space if isinstance(space, SearchSpace) else load(space).space
+    return expert_similarity(loaded, images, device, default_cache(Path(run_dir))).frame()
 
 
 def results(study: str, *, storage: str = DEFAULT_STORAGE) -> pd.DataFrame:

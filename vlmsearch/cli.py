@@ -118,6 +118,31 @@ def data(
         out.print(line, markup=False)
 
 
+class ExpertsFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def experts(
+    file: Path = typer.Argument(..., help="a space (its pool) or a point (its experts) YAML file"),
+    similarity: bool = typer.Option(False, "--similarity", help="linear CKA between the experts' features "
+                                    "on the space's training images; flags near duplicates"),
+    images: int = typer.Option(256, "--images", min=1, help="training images each expert runs on"),
+    threshold: float = typer.Option(0.95, "--threshold", min=0.0, max=1.0,
+                                    help="CKA at or above which a pair is flagged as near duplicates"),
+    format_: ExpertsFormat = typer.Option(ExpertsFormat.table, "--format", help="table or json"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir", help="where the feature cache lives"),
+) -> None:
+    """The pool's experts (source, family, geometry), or with --similarity the linear CKA between
+    them (exit 2 for bad input, 1 when an expert cannot be run)."""
+    from vlmsearch.experts_view import ExpertsOptions, run_experts
+
+    options = ExpertsOptions(similarity, images, threshold, format_ is ExpertsFormat.json, device, run_dir)
+    raise typer.Exit(run_experts(file, options, out, err))
+
+
 Backend = enum.Enum("Backend", {name: name for name in BACKENDS.names()}, type=str)  # --backend
 
 @app.command()

@@ -2,6 +2,7 @@
 (linear CKA), and (beside it) fidelity statistics and the factor report. Its own surface:
 `search_space` does not import it, so `vlmsearch check` stays instant."""
 
+from search_space.analysis.pool import pool_choices, pool_experts
 from search_space.analysis.similarity import (
     NEAR_DUPLICATE,
     NearDuplicate,
@@ -12,4 +13,4 @@ from search_space.analysis.similarity import (
 )
 
 __all__ = ["NEAR_DUPLICATE", "NearDuplicate", "SimilarityMatrix", "cka_matrix", "linear_cka",
-           "near_duplicates"]
+           "near_duplicates", "pool_choices", "pool_experts"]

@@ -50,10 +50,12 @@ class NearDuplicate:
 
 @dataclass(frozen=True)
 class SimilarityMatrix:
-    """Symmetric CKA matrix: `values[i, j]` between experts `names[i]` and `names[j]` (K, K)."""
+    """Symmetric CKA matrix: `values[i, j]` between experts `names[i]` and `names[j]` (K, K),
+    over `samples` shared samples."""
 
     names: tuple[str, ...]
     values: np.ndarray  # (K, K) float64, ones on the diagonal
+    samples: int = 0
 
     def __getitem__(self, pair: tuple[str, str]) -> float:
         i, j = (self.names.index(n) for n in pair)
@@ -66,18 +68,19 @@ class SimilarityMatrix:
 
     def to_json(self) -> dict[str, object]:
         rows = [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in self.values]
-        return {"experts": list(self.names), "cka": rows}
+        return {"experts": list(self.names), "samples": self.samples, "cka": rows}
 
 
 def cka_matrix(features: Mapping[str, np.ndarray]) -> SimilarityMatrix:
     """Linear CKA between every pair of named feature arrays, each (N, C_name) over the same N."""
     names = tuple(features)
     k = len(names)
+    samples = len(features[names[0]]) if names else 0
     values = np.eye(k)
     for i in range(k):
         for j in range(i + 1, k):
             values[i, j] = values[j, i] = linear_cka(features[names[i]], features[names[j]])
-    return SimilarityMatrix(names, values)
+    return SimilarityMatrix(names, values, samples)
 
 
 def near_duplicates(matrix: SimilarityMatrix, threshold: float = NEAR_DUPLICATE) -> list[NearDuplicate]:
