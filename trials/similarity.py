@@ -54,9 +54,14 @@ def pool_features(space: SearchSpace, images: int = SIMILARITY_IMAGES, device: s
 
 
 def _experts(configs: dict[str, ExpertConfig], device: torch.device) -> Iterator[tuple[str, ExpertTokens]]:
-    """Each expert built frozen (one at a time: only the one running is held)."""
+    """Each expert built frozen (one at a time: only the one running is held); ValueError naming
+    the expert when it cannot be built or loaded."""
     for name, cfg in configs.items():
-        yield name, ExpertTokens(cfg.model_copy(update={"train": "frozen"})).to(device)
+        try:
+            tokens = ExpertTokens(cfg.model_copy(update={"train": "frozen"})).to(device)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"expert '{name}' ({cfg.source}) cannot be loaded: {exc}") from exc
+        yield name, tokens
 
 
 def _first_images(space: SearchSpace, tokens: ExpertTokens, n: int) -> tuple[ChatDataset, ChatDataset]:

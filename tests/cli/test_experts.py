@@ -107,3 +107,15 @@ def test_the_python_api_gives_a_dataframe(space_file: Path, tmp_path: Path) -> N
     assert list(frame.index) == list(frame.columns) == ["clip", "clip_copy", "dinov2", "sam"]
     assert frame.loc["clip", "clip_copy"] == pytest.approx(1.0, abs=1e-9)
     assert frame.loc["dinov2", "clip"] == frame.loc["clip", "dinov2"] < 0.8
+
+
+@pytest.mark.slow
+def test_an_expert_that_cannot_be_loaded_exits_1_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(SPACE.replace("source: tiny-dinov2", "source: someone/not-a-model"))
+    listed = vlmsearch_cli("experts", str(missing))
+    assert listed.returncode == 0 and "someone/not-a-model" in listed.stdout  # geometry shown as ?
+    result = vlmsearch_cli("experts", str(missing), "--similarity", "--images", "4", "--device", "cpu",
+                           "--run-dir", str(tmp_path / "runs"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "expert 'dinov2' (someone/not-a-model) cannot be loaded" in result.stderr
