@@ -26,7 +26,7 @@ from trials.vlm.experts import ExpertTokens
 
 __all__ = ["SIMILARITY_IMAGES", "expert_similarity", "pool_features"]
 
-SIMILARITY_IMAGES = 256  # training images each expert sees (CKA of 256 samples: +-0.01 or so)
+SIMILARITY_IMAGES = 256  # training images each expert sees by default
 
 
 def expert_similarity(space: SearchSpace, images: int = SIMILARITY_IMAGES, device: str = "auto",
