@@ -20,7 +20,7 @@ SCANNED = (*PACKAGES, "bench")
 # A package (or module) whose `__all__` others may import from: every top-level package, and a
 # subpackage or module that declares one (trials.search has no `__init__` yet: its public names
 # are in `trials`; storage.testing is test infrastructure, apart from the store's surface).
-SURFACES = tuple(name for name in (*PACKAGES, "trials.search", "storage.testing")
+SURFACES = tuple(name for name in (*PACKAGES, "trials.search", "storage.testing", "search_space.analysis")
                  if (ROOT / f"{name.replace('.', '/')}/__init__.py").exists()
                  or (ROOT / f"{name.replace('.', '/')}.py").exists())
 
