@@ -1,7 +1,8 @@
 """What turns one design point into measured numbers: `run_trial(point, TrialOptions(...))`
 (any evaluator; always a result), the VLM and its data, the feature cache, the resource check,
-and the search drivers (the backends, `SearchSpec`, `StudyState`). Names are imported when first
-used, so `import trials` loads no torch, Optuna or Ray."""
+and the search drivers (the backends, `SearchSpec`, `StudyState`; `train_points` for a fixed
+list of points). Names are imported when first used, so `import trials` loads no torch, Optuna
+or Ray."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ _WHERE = {  # public name -> "module" (the same name there) or "module:attribute
     "backend_class": "trials.search.backend", "OptunaBackend": "trials.search.optuna_backend",
     "RayBackend": "trials.search.ray_backend", "OPTUNA_SAMPLERS": "trials.search.samplers:SAMPLERS",
     "JsonLinesSink": "trials.search.sinks",
+    "PointSink": "trials.search.points", "train_points": "trials.search.points",
 }
 __all__ = sorted(_WHERE)
 
