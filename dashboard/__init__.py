@@ -1,5 +1,6 @@
 """MLflow tracking of a search (a parent run per study, a child run per trial, Pareto tags,
-hypervolume, front plots) and the MLflow UI: `MlflowSink` records a search, `serve` shows it.
+hypervolume, front plots; validation runs and the fidelity plot) and the MLflow UI: `MlflowSink`
+records a search, `serve` shows it.
 Names are imported when first used, so `import dashboard` loads no MLflow; `layout` (the tag and
 run names a study has in MLflow) is a module of plain constants and functions."""
 
@@ -18,6 +19,8 @@ _WHERE = {  # public name -> "module" (the same name there, or the module itself
     "DashboardError": "dashboard.server", "serve": "dashboard.server", "start_server": "dashboard.server",
     "stop_server": "dashboard.server", "wait_until_up": "dashboard.server",
     "MlflowSink": "dashboard.sink", "StudyTracker": "dashboard.tracker",
+    "FidelityDot": "dashboard.validation", "ValidationTracker": "dashboard.validation",
+    "fidelity_png": "dashboard.validation",
 }
 __all__ = sorted(_WHERE)
 

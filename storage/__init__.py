@@ -1,5 +1,6 @@
 """The SQL results store: SQLite by default, PostgreSQL for clusters; Alembic migrations; the
-sink that records a search; queries (studies, trials, the Pareto front) and CSV/JSON export.
+sink that records a search; validation trials (`vlmsearch validate`); queries (studies, trials,
+the Pareto front) and CSV/JSON export.
 (`storage.testing`, a throwaway PostgreSQL server for tests and benchmarks, is a surface apart.)"""
 
 from storage.engine import DEFAULT_STORAGE, StorageError, exists
@@ -8,6 +9,7 @@ from storage.migrate import Upgrade
 from storage.models import TRIAL_STATUSES
 from storage.queries import TERMINAL, ParetoFront, StoredTrial, StudySummary, UnknownStudy
 from storage.store import ResultsStore, upgrade_store
+from storage.validation import ValidationKey, ValidationRow
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -20,6 +22,8 @@ __all__ = [
     "StudySummary",
     "UnknownStudy",
     "Upgrade",
+    "ValidationKey",
+    "ValidationRow",
     "exists",
     "metric_columns",
     "to_json",

@@ -4,6 +4,8 @@ Optuna's tables, which live in the same database).
     vs_studies  one row per study: its name, the space YAML it ran, status, the stored front
     vs_trials   one row per (study, number): the point, status, steps, failure, timing, Pareto rank
     vs_metrics  (trial, name, final, step) -> value: intermediate reports and final values
+    vs_validation_trials  one row per (study, design, seed, steps): a design re-trained at a larger
+                budget (`vlmsearch validate`); never part of vs_trials, the sampler or the front
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 PREFIX = "vs_"
 TRIAL_STATUSES = ("running", "complete", "pruned", "failed")
+VALIDATION_STATUSES = ("running", "complete", "failed")
 STUDY_STATUSES = ("running", "finished", "interrupted")
 FAILURE_REASONS = ("nan", "oom", "invalid", "error")
 
@@ -113,3 +116,40 @@ class Metric(Base):
 studies = Study.__table__
 trials = Trial.__table__
 metrics = Metric.__table__
+
+
+class ValidationTrial(Base):
+    """A design of the study's search re-trained with one seed at a validation budget (revision
+    0003). `metrics` holds the final values (NaN stored as null)."""
+
+    __tablename__ = "vs_validation_trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "design_hash", "seed", "steps"),
+        UniqueConstraint("study_id", "number"),
+        CheckConstraint(one_of("status", VALIDATION_STATUSES), name="status"),
+        CheckConstraint(f"failure_reason IS NULL OR {one_of('failure_reason', FAILURE_REASONS)}",
+                        name="failure_reason"),
+        CheckConstraint("number >= 0", name="number"),
+        CheckConstraint("steps > 0", name="steps"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("vs_studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # per study, 0, 1, ... in the order first run
+    design_hash: Mapped[str] = mapped_column(String(64), index=True)  # the search design's config_hash
+    validates: Mapped[int] = mapped_column(Integer)  # the search trial number of that design
+    seed: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    config_hash: Mapped[str] = mapped_column(String(64))  # of the validation point (seed, steps)
+    point: Mapped[dict[str, Any]]  # TrialConfig.canonical() of the validation point
+    status: Mapped[str] = mapped_column(String(16))
+    failure_reason: Mapped[str | None] = mapped_column(String(16))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(Json)  # final values; NaN -> null
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    recorded_by: Mapped[str | None] = mapped_column(String(255))
+
+
+validation_trials = ValidationTrial.__table__

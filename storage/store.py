@@ -26,6 +26,7 @@ from storage.models import metrics as metric_rows
 from storage.models import studies, trials
 from storage.queries import Queries
 from storage.schema import Owner, refuse_foreign, refuse_non_sqlite
+from storage.validation import ValidationRecords
 
 log = logging.getLogger(__name__)
 TERMINAL = ("complete", "pruned", "failed")
@@ -62,7 +63,7 @@ def _waits(event: Callable[..., None]) -> Callable[..., None]:
     return waiting
 
 
-class ResultsStore(Queries):
+class ResultsStore(Queries, ValidationRecords):
     """The SQL results store on `url` (SQLite file or PostgreSQL); migrated to the newest schema
     when opened. Not shared across processes: each process opens its own."""
 

@@ -1,7 +1,8 @@
 """What turns one design point into measured numbers: `run_trial(point, TrialOptions(...))`
 (any evaluator; always a result), the VLM and its data, the feature cache, the resource check,
-and the search drivers (the backends, `SearchSpec`, `StudyState`). Names are imported when first
-used, so `import trials` loads no torch, Optuna or Ray."""
+and the search drivers (the backends, `SearchSpec`, `StudyState`; `train_points` for a fixed
+list of points). Names are imported when first used, so `import trials` loads no torch, Optuna
+or Ray."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ _WHERE = {  # public name -> "module" (the same name there) or "module:attribute
     "JsonLinesSink": "trials.search.sinks",
     # expert similarity (linear CKA of the pool's features; `vlmsearch experts --similarity`)
     "expert_similarity": "trials.similarity", "pool_features": "trials.similarity",
+    "PointSink": "trials.search.points", "train_points": "trials.search.points",
 }
 __all__ = sorted(_WHERE)
 

@@ -1,8 +1,8 @@
 """vlmsearch: declarative AutoML for multi-encoder vision-language models.
 
 The public Python API: `run` a search, `trial` one design, `results` and `front` of a study as
-pandas DataFrames, the `similarity` of a space's experts (a DataFrame too), and the space helpers;
-the command line is `vlmsearch` (`vlmsearch --help`).
+pandas DataFrames, `validate` a study's front at a larger budget, the `similarity` of a space's
+experts (a DataFrame too), and the space helpers; the command line is `vlmsearch` (`vlmsearch --help`).
 """
 
 from search_space import (
@@ -14,7 +14,7 @@ from search_space import (
     load_point,
     point_cost,
 )
-from vlmsearch.api import SearchFailed, front, results, run, similarity, trial
+from vlmsearch.api import SearchFailed, front, results, run, similarity, trial, validate
 
 __version__ = "0.1.0"
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "run",
     "similarity",
     "trial",
+    "validate",
 ]

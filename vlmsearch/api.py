@@ -79,6 +79,23 @@ def similarity(space: str | Path | SearchSpace, *, images: int = 256, device: st
 
     loaded = space if isinstance(space, SearchSpace) else load(space).space
     return expert_similarity(loaded, images, device, default_cache(Path(run_dir))).frame()
+def validate(study: str, *, top: int = 3, steps: int | None = None, budget_factor: float | None = None,
+             seeds: int = 3, storage: str = DEFAULT_STORAGE, tracking: str | None = None,
+             concurrency: int | None = None, run_dir: str | Path = "vlmsearch-runs", device: str = "auto",
+             progress: bool = True) -> pd.DataFrame:
+    """`vlmsearch validate --study STUDY`: one row per validated design (search value, mean and
+    95% CI of each objective over seeds, ranks); `df.attrs` holds kendall_tau, spearman_rho,
+    top_k_agreement, within_noise. Raises ValueError (ValidateError) or UnknownStudy for bad
+    input, KeyboardInterrupt when interrupted (calling again continues)."""
+    from dashboard import DEFAULT_TRACKING
+    from vlmsearch.validate import ValidateOptions, validate_study
+    from vlmsearch.validation_summary import frame as validation_frame
+
+    options = ValidateOptions(study=study, top=top, steps=steps, budget_factor=budget_factor, seeds=seeds,
+                              storage=storage, tracking=tracking or DEFAULT_TRACKING,
+                              concurrency=concurrency, run_dir=Path(run_dir), device=device)
+    say = Console(stderr=True, soft_wrap=True).print if progress else (lambda *_: None)
+    return validation_frame(validate_study(options, lambda m: say(m, markup=False)))
 
 
 def results(study: str, *, storage: str = DEFAULT_STORAGE) -> pd.DataFrame:

@@ -235,6 +235,11 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORA
     out.print(studies_table(found, redact_url(storage)))
 
 
+class ValidateFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
 class Format(str, enum.Enum):
     table = "table"
     csv = "csv"
@@ -247,6 +252,8 @@ def results(
     pareto: bool = typer.Option(False, "--pareto", help="only the Pareto front (feasible, non-dominated)"),
     format_: Format = typer.Option(Format.table, "--format", help="table, csv or json"),
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+    validation: bool = typer.Option(False, "--validation", help="the validation trials instead "
+                                    "(`vlmsearch validate`)"),
 ) -> None:
     """The trials of a study, or only its Pareto front (exit 2 for an unknown study)."""
     from storage import StorageError, UnknownStudy, to_json, write_csv
@@ -255,6 +262,12 @@ def results(
     try:
         if store is None:
             raise UnknownStudy(study, [], storage)
+        if validation:
+            from vlmsearch.validate_view import show_validation_rows
+
+            with store.guard():
+                show_validation_rows(store, study, format_.value, redact_url(storage), out)
+            return
         with store.guard():
             total = store.summary(study).total if pareto and format_ is Format.table else 0
             front = store.pareto_front(study) if pareto else None
@@ -288,6 +301,34 @@ def _objectives(store, study: str) -> list:
 
 
 TRACKING_HELP = "MLflow tracking URI (default sqlite:///vlmsearch-runs/mlflow.db)"
+
+
+@app.command()
+def validate(
+    study: str = typer.Option(..., "--study", help="the study's name (see `vlmsearch studies`)"),
+    top: int = typer.Option(3, "--top", min=0, help="the top K designs by the first objective, "
+                            "besides the Pareto front"),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="validation budget in steps"),
+    budget_factor: float | None = typer.Option(None, "--budget-factor", help="validation budget as a "
+                                               "multiple of the design's train.steps (default 4)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds per design (train.seed + 0 .. S-1)"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+    tracking: str = typer.Option(DEFAULT_TRACKING, "--tracking", help=TRACKING_HELP + "; `none`: off"),
+    format_: ValidateFormat = typer.Option(ValidateFormat.table, "--format", help="table or json"),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="trials at once "
+                                           "(default: the space's search.concurrency)"),
+    run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir", help="where the feature cache lives"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Re-train the Pareto front and the top K at a larger budget with several seeds: mean ± 95% CI,
+    Kendall tau, Spearman rho, top-k agreement (exit 0 done, 1 a validation trial failed, 2 bad
+    input, 130 interrupted: the same command continues)."""
+    from vlmsearch.validate import ValidateOptions, run_validation
+
+    options = ValidateOptions(study=study, top=top, steps=steps, budget_factor=budget_factor, seeds=seeds,
+                              storage=storage, tracking=tracking, concurrency=concurrency, run_dir=run_dir,
+                              device=device)
+    raise typer.Exit(run_validation(options, format_.value, out, err))
 
 
 @app.command()

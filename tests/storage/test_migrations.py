@@ -92,7 +92,7 @@ def test_upgrading_twice_or_concurrently_opened_is_a_no_op(url: str) -> None:
     assert (second.before, second.after, second.changed) == (head(), head(), False)
     engine = make_engine(url)
     assert {t for t in inspect(engine).get_table_names() if t.startswith(PREFIX)} == \
-        {"vs_studies", "vs_trials", "vs_metrics", VERSION_TABLE}
+        {"vs_studies", "vs_trials", "vs_metrics", "vs_validation_trials", VERSION_TABLE}
     engine.dispose()
 
 
@@ -116,4 +116,4 @@ def test_db_upgrade_command(url: str) -> None:
     assert f"schema upgraded from empty to {head()}" in done.stdout
     again = db_upgrade()
     assert again.returncode == 0 and f"already at {head()}" in again.stdout
-    assert json.dumps(revisions()) == '["0001", "0002"]'
+    assert json.dumps(revisions()) == '["0001", "0002", "0003"]'

@@ -30,6 +30,7 @@ from trials.search.optuna_study import GRACE_S, HEARTBEAT_S, RECORDER, Heartbeat
 from trials.search.samplers import PRUNERS
 from trials.search.study import SearchError, SearchSpec, StudyState, objective_values
 from trials.search.worker import ignore_ctrl_c, init_worker, run_one
+from trials.search.worker import stop_workers as _stop_workers
 
 log = logging.getLogger(__name__)
 RESULT, INTERRUPTED = "result", "interrupted"
@@ -380,11 +381,3 @@ class _Wakeup:
     def stop(self) -> None:
         self._stop.set()
 
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """End the pool's processes at once: idle ones after the last trial (joining them costs seconds
-    of interpreter teardown), or an interrupted search's."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()

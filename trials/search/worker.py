@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from search_space import Resources, TrialConfig, TrialResult
@@ -52,3 +53,12 @@ def run_one(number: int, point: TrialConfig, steps: int | None, device: str,
                                            report_at=report_at, resources=resources or Resources()))
     result.number = number
     return result
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's processes at once: idle ones after the last trial (joining them costs seconds
+    of interpreter teardown), or an interrupted search's."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
