@@ -1,8 +1,9 @@
 """vlmsearch: declarative AutoML for multi-encoder vision-language models.
 
 The public Python API: `run` a search, `trial` one design, `results` and `front` of a study as
-pandas DataFrames, `validate` a study's front at a larger budget, the `similarity` of a space's
-experts (a DataFrame too), and the space helpers; the command line is `vlmsearch` (`vlmsearch --help`).
+pandas DataFrames, its factor `report` (DataFrames too), `validate` a study's front at a larger
+budget, the `similarity` of a space's experts (a DataFrame too), and the space helpers; the
+command line is `vlmsearch` (`vlmsearch --help`).
 """
 
 from search_space import (
@@ -14,7 +15,7 @@ from search_space import (
     load_point,
     point_cost,
 )
-from vlmsearch.api import SearchFailed, front, results, run, similarity, trial, validate
+from vlmsearch.api import SearchFailed, front, report, results, run, similarity, trial, validate
 
 __version__ = "0.1.0"
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "load",
     "load_point",
     "point_cost",
+    "report",
     "results",
     "run",
     "similarity",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from search_space import SearchSpace, TrialResult
+    from search_space.analysis import FactorReport
     from storage import ResultsStore, StoredTrial
 
 TRIAL_COLUMNS = ("study", "number", "status", "steps", "pareto_rank", "config_hash", "failure_reason",
@@ -110,6 +111,18 @@ def front(study: str, *, storage: str = DEFAULT_STORAGE) -> pd.DataFrame:
     """The study's Pareto front (feasible, non-dominated trials), as `results` shows rows."""
     with _reading(storage, study) as store:
         return frame(store.pareto_front(study).trials)
+
+
+def report(study: str, *, storage: str = DEFAULT_STORAGE, validation: pd.DataFrame | None = None,
+           seed: int = 0) -> FactorReport:
+    """`vlmsearch report`: the factor analysis of the study's complete search trials; its tables
+    (`.marginal`, `.effects`, `.importance`, `.interactions`, `.best`, `.ablation`, `.design`) are
+    DataFrames. `validation`: validation trials (design_hash, seed, metric columns) for the
+    ablation's "within noise" marks. Raises UnknownStudy, or TooFewTrials (a ValueError)."""
+    from vlmsearch.report_view import study_report
+
+    with _reading(storage, study) as store:
+        return study_report(store, study, validation, seed)
 
 
 def frame(found: list[StoredTrial]) -> pd.DataFrame:

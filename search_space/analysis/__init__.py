@@ -1,8 +1,10 @@
 """What a finished study means, as pure functions on plain tables and arrays: fidelity statistics
 (mean and CI over seeds, rank agreement between budgets, differences within seed noise), expert
-similarity (linear CKA), and (beside them) the factor report. Its own surface: `search_space`
-does not import it, so `vlmsearch check` stays instant."""
+similarity (linear CKA), and the factor report (design factors, marginal means, adjusted effects,
+importances, interactions, ablation). Its own surface: `search_space` does not import it, so
+`vlmsearch check` stays instant."""
 
+from search_space.analysis.factors import ABSENT, PRESENT, design_factors, lr_bins, varying
 from search_space.analysis.fidelity import (
     NOISE_ALPHA,
     MeanCI,
@@ -14,6 +16,7 @@ from search_space.analysis.fidelity import (
     within_noise,
 )
 from search_space.analysis.pool import pool_choices, pool_experts
+from search_space.analysis.report import MIN_TRIALS, FactorReport, TooFewTrials, factor_report
 from search_space.analysis.similarity import (
     NEAR_DUPLICATE,
     NearDuplicate,
@@ -23,6 +26,7 @@ from search_space.analysis.similarity import (
     near_duplicates,
 )
 
-__all__ = ["NEAR_DUPLICATE", "NOISE_ALPHA", "MeanCI", "NearDuplicate", "NoisePair", "SimilarityMatrix",
-           "cka_matrix", "kendall_tau", "linear_cka", "mean_ci", "near_duplicates", "pool_choices",
-           "pool_experts", "spearman_rho", "top_k_agreement", "within_noise"]
+__all__ = ["ABSENT", "MIN_TRIALS", "NEAR_DUPLICATE", "NOISE_ALPHA", "PRESENT", "FactorReport", "MeanCI",
+           "NearDuplicate", "NoisePair", "SimilarityMatrix", "TooFewTrials", "cka_matrix", "design_factors",
+           "factor_report", "kendall_tau", "linear_cka", "lr_bins", "mean_ci", "near_duplicates",
+           "pool_choices", "pool_experts", "spearman_rho", "top_k_agreement", "varying", "within_noise"]
