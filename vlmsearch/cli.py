@@ -303,6 +303,26 @@ def _objectives(store, study: str) -> list:
 TRACKING_HELP = "MLflow tracking URI (default sqlite:///vlmsearch-runs/mlflow.db)"
 
 
+ReportFormat = enum.Enum("ReportFormat", {name: name for name in ("md", "html", "json")}, type=str)
+
+
+@app.command()
+def report(
+    study: str = typer.Option(..., "--study", help="the study's name (see `vlmsearch studies`)"),
+    format_: ReportFormat = typer.Option("md", "--format", help="md, html or json"),
+    out_file: Path | None = typer.Option(None, "--out", help="write the report here (default: stdout)"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+    tracking: str | None = typer.Option(None, "--tracking", help="MLflow tracking URI: the study's parent "
+                                        "run gets report/ (default: the YAML's tracking, else "
+                                        f"{DEFAULT_TRACKING}; `none`: off)"),
+) -> None:
+    """The factor analysis of a study: marginal means, adjusted effects, importances, interactions,
+    the ablation table (exit 2 for an unknown study or too few complete trials)."""
+    from vlmsearch.report_view import report_command
+
+    raise typer.Exit(report_command(study, format_.value, out_file, storage, tracking, err))
+
+
 @app.command()
 def validate(
     study: str = typer.Option(..., "--study", help="the study's name (see `vlmsearch studies`)"),

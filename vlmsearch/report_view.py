@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+    from rich.console import Console
 
     from search_space.analysis import FactorReport
     from storage import ResultsStore, StoredTrial
@@ -115,3 +118,58 @@ def to_markdown(report: FactorReport, study: str) -> str:
 
 def to_json(report: FactorReport, study: str) -> str:
     return json.dumps({"study": study, "trials": len(report.design), **report.to_json()})
+
+
+def _html(report: FactorReport, study: str) -> str:
+    from vlmsearch.report_html import to_html
+
+    return to_html(report, study)
+
+
+RENDERERS = {"md": to_markdown, "json": to_json, "html": _html}
+
+
+def report_command(study: str, fmt: str, out_file: Path | None, storage: str, tracking: str | None,
+                   err: Console) -> int:
+    """`vlmsearch report`: the exit code (2: unknown study, unreadable store, too few trials)."""
+    from dashboard import DEFAULT_TRACKING
+    from search_space.analysis import TooFewTrials
+    from storage import StorageError, UnknownStudy
+    from vlmsearch.api import read_store
+    from vlmsearch.report_html import publish
+
+    try:
+        store = read_store(storage)
+        if store is None:
+            raise UnknownStudy(study, [], storage)
+        try:
+            with store.guard():
+                report = study_report(store, study)
+                tracking = tracking or _yaml_tracking(store, study) or DEFAULT_TRACKING
+        finally:
+            store.close()
+    except StorageError as exc:
+        err.print(str(exc), markup=False)
+        return 2
+    except TooFewTrials as exc:
+        err.print(f"study '{study}': {exc}", markup=False)
+        return 2
+    text = RENDERERS[fmt](report, study)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out_file}", markup=False)
+    run_id = publish(report, study, tracking, lambda m: err.print(m, markup=False))
+    if run_id is not None:
+        err.print(f"logged report/report.html on MLflow run {run_id}", markup=False)
+    return 0
+
+
+def _yaml_tracking(store: ResultsStore, study: str) -> str | None:
+    from storage import StorageError
+
+    try:
+        return store.space(study).tracking
+    except StorageError:
+        return None
