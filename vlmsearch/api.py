@@ -118,7 +118,8 @@ def report(study: str, *, storage: str = DEFAULT_STORAGE, validation: pd.DataFra
     """`vlmsearch report`: the factor analysis of the study's complete search trials; its tables
     (`.marginal`, `.effects`, `.importance`, `.interactions`, `.best`, `.ablation`, `.design`) are
     DataFrames. `validation`: validation trials (design_hash, seed, metric columns) for the
-    ablation's "within noise" marks. Raises UnknownStudy, or TooFewTrials (a ValueError)."""
+    ablation's "within noise" marks (default: the study's own, from `vlmsearch validate`).
+    Raises UnknownStudy, or TooFewTrials (a ValueError)."""
     from vlmsearch.report_view import study_report
 
     with _reading(storage, study) as store:

@@ -57,7 +57,22 @@ def study_report(store: ResultsStore, study: str, validation: pd.DataFrame | Non
                             **{m: t.metrics.get(m, math.nan) for m, _ in wanted}} for t in found],
                           columns=["number", "config_hash", *(m for m, _ in wanted)])
     factors = design_factors([t.config for t in found], pool=pool)
+    if validation is None:
+        validation = validation_frame(store, study, [m for m, _ in wanted])
     return factor_report(trials, factors, wanted, validation=validation, seed=seed)
+
+
+def validation_frame(store: ResultsStore, study: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """The study's complete validation trials (`vlmsearch validate`): design_hash, seed, steps,
+    metrics; of each design only its largest validated budget."""
+    import pandas as pd
+
+    rows = [{"design_hash": v.design_hash, "seed": v.seed, "steps": v.steps,
+             **{m: v.metrics.get(m, math.nan) for m in metrics}}
+            for v in store.validation_trials(study, status="complete")]
+    table = pd.DataFrame(rows, columns=["design_hash", "seed", "steps", *metrics])
+    largest = table.groupby("design_hash")["steps"].transform("max")
+    return table[table["steps"] == largest].reset_index(drop=True)
 
 
 def cell(value: Any) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from search_space.analysis import effects
 from search_space.analysis.factors import ABSENT, COMPOSITE, PRESENT, family, nested
+from search_space.analysis.fidelity import mean_ci
 
 Target = tuple[str, str]
 
@@ -65,13 +66,10 @@ def halfwidths(validation: pd.DataFrame | None, best_hash: str, metrics: Sequenc
     validated with two seeds or more, else the mean over the designs that were."""
     if validation is None or validation.empty:
         return {}
-    from scipy import stats
-
     found: dict[str, float] = {}
     for metric in (m for m in metrics if m in validation):
         groups = validation[validation[metric].notna()].groupby("design_hash")[metric]
-        width = {h: float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-                 for h, v in groups if len(v) >= 2}
+        width = {h: mean_ci(list(v)).half_width for h, v in groups if len(v) >= 2}
         if best_hash in width:
             found[metric] = width[best_hash]
         elif width:

@@ -210,3 +210,26 @@ search: {trials: 12, concurrency: 1, sampler: grid}
             assert row.coef == pytest.approx(table.at[(row.factor, row.level), "mean"]
                                              - table.at[(row.factor, row.reference), "mean"], abs=1e-9)
     assert set(report.ablation["source"]) == {"measured"}
+
+
+@pytest.mark.slow
+def test_validation_seeds_in_the_store_mark_noise(tmp_path) -> None:
+    """Seeds `vlmsearch validate` stored for the best design set the ablation's noise marks."""
+    from search_space import TrialResult
+    from storage import ResultsStore, ValidationKey
+
+    url = f"sqlite:///{tmp_path}/results.db"
+    points = {p.config_hash: p for p in fill(url, FACTORIAL_SPACE, planted)}
+    best = vlmsearch.report("factorial", storage=url).best.iloc[0]
+    assert vlmsearch.report("factorial", storage=url).ablation["within_noise"].isna().all()
+    with ResultsStore(url) as store:
+        for seed, accuracy in enumerate([0.70, 0.80, 0.90]):  # half-width 0.248: every swap is noise
+            key = ValidationKey(best["config_hash"], seed, 48)
+            point = points[best["config_hash"]]
+            store.validation_started("factorial", key, int(best["number"]), point)
+            measured = TrialResult(point, "complete", 48, {"accuracy": accuracy})
+            store.validation_finished("factorial", key, measured)
+    table = vlmsearch.report("factorial", storage=url).ablation
+    accuracy = table[table["metric"] == "accuracy"]
+    assert accuracy["within_noise"].map(bool).all() and len(accuracy) == 5
+    assert table[table["metric"] == "visual_tokens"]["within_noise"].isna().all()  # no seeds measured it
