@@ -4,6 +4,7 @@ its Pareto front as pandas DataFrames. The same paths as the command line run un
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,16 +115,21 @@ def front(study: str, *, storage: str = DEFAULT_STORAGE) -> pd.DataFrame:
 
 
 def report(study: str, *, storage: str = DEFAULT_STORAGE, validation: pd.DataFrame | None = None,
-           seed: int = 0) -> FactorReport:
+           seed: int = 0, similarity: int = 0, run_dir: str | Path = "vlmsearch-runs") -> FactorReport:
     """`vlmsearch report`: the factor analysis of the study's complete search trials; its tables
-    (`.marginal`, `.effects`, `.importance`, `.interactions`, `.best`, `.ablation`, `.design`) are
-    DataFrames. `validation`: validation trials (design_hash, seed, metric columns) for the
-    ablation's "within noise" marks (default: the study's own, from `vlmsearch validate`).
-    Raises UnknownStudy, or TooFewTrials (a ValueError)."""
-    from vlmsearch.report_view import study_report
+    (`.marginal`, `.effects`, `.importance`, `.interactions`, `.best`, `.ablation`, `.design`,
+    `.similarity`) are DataFrames. `validation`: validation trials (design_hash, seed, metric
+    columns) for the ablation's "within noise" marks (default: the study's own, from `vlmsearch
+    validate`). `similarity`: that many training images for the experts' linear CKA (0: none; the
+    CLI's default is 128). Raises UnknownStudy, or TooFewTrials (a ValueError)."""
+    from vlmsearch.report_view import attach_similarity, stored_space, study_report
 
     with _reading(storage, study) as store:
-        return study_report(store, study, validation, seed)
+        found = study_report(store, study, validation, seed)
+        space = stored_space(store, study)
+    if similarity:
+        attach_similarity(found, space, similarity, Path(run_dir), lambda m: warnings.warn(m, stacklevel=3))
+    return found
 
 
 def frame(found: list[StoredTrial]) -> pd.DataFrame:

@@ -56,12 +56,16 @@ def report(
     tracking: str | None = typer.Option(None, "--tracking", help="MLflow tracking URI: the study's parent "
                                         "run gets report/ (default: the YAML's tracking, else "
                                         f"{DEFAULT_TRACKING}; `none`: off)"),
+    similarity: int = typer.Option(128, "--similarity-images", min=0, help="training images for the "
+                                   "experts' linear CKA table (0: leave it out)"),
+    run_dir: Path = typer.Option(Path("vlmsearch-runs"), "--run-dir", help="where the feature cache lives"),
 ) -> None:
     """The factor analysis of a study: marginal means, adjusted effects, importances, interactions,
     the ablation table (exit 2 for an unknown study or too few complete trials)."""
     from vlmsearch.report_view import report_command
 
-    raise typer.Exit(report_command(study, format_.value, out_file, storage, tracking, err))
+    raise typer.Exit(report_command(study, format_.value, out_file, storage, tracking, err, similarity,
+                                    run_dir))
 
 
 @app.command()

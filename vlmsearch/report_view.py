@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,8 @@ TITLES = {"marginal": "Marginal means (bootstrap 95% CI)",
           "effects": "Adjusted effects (OLS on one-hot factors, the others held fixed)",
           "importance": "Importances (Optuna: PED-ANOVA, fANOVA)",
           "interactions": "Strongest interactions (partial F test over the main effects)",
-          "ablation": "Ablation: the best design, one factor swapped at a time"}
+          "ablation": "Ablation: the best design, one factor swapped at a time",
+          "similarity": "Expert similarity (linear CKA of the pool's mean-pooled features)"}
 
 
 def search_trials(found: Sequence[StoredTrial]) -> list[StoredTrial]:
@@ -107,7 +108,8 @@ def interactions_shown(report: FactorReport) -> pd.DataFrame:
 def sections(report: FactorReport) -> dict[str, pd.DataFrame]:
     """The tables a page shows, in order."""
     return {"marginal": report.marginal, "effects": report.effects, "importance": report.importance,
-            "interactions": interactions_shown(report), "ablation": report.ablation}
+            "interactions": interactions_shown(report), "ablation": report.ablation,
+            "similarity": report.similarity}
 
 
 def best_line(report: FactorReport) -> str:
@@ -144,9 +146,31 @@ def _html(report: FactorReport, study: str) -> str:
 RENDERERS = {"md": to_markdown, "json": to_json, "html": _html}
 
 
+def attach_similarity(report: FactorReport, space: Any, images: int, run_dir: Path,
+                      warn: Callable[[str], None]) -> None:
+    """The pool's CKA matrix as the report's `similarity` table (`vlmsearch experts --similarity`,
+    features cached under `run_dir`); a space without two VLM experts has none; a failure is a
+    note, never a failed report."""
+    from search_space.analysis import near_duplicates
+
+    if space is None or not space.trains_vlm or len(space.pool) < 2:
+        return
+    from trials import default_cache, expert_similarity
+
+    try:
+        matrix = expert_similarity(space, images, "auto", default_cache(run_dir))
+    except (ValueError, OSError, RuntimeError) as exc:
+        warn(f"note: no expert similarity in the report ({str(exc).splitlines()[0][:300]})")
+        return
+    report.similarity = matrix.pairs()
+    report.notes += [f"similarity over the first {matrix.samples} training images"] + \
+        [d.message() for d in near_duplicates(matrix)]
+
+
 def report_command(study: str, fmt: str, out_file: Path | None, storage: str, tracking: str | None,
-                   err: Console) -> int:
-    """`vlmsearch report`: the exit code (2: unknown study, unreadable store, too few trials)."""
+                   err: Console, similarity: int = 0, run_dir: Path = Path("vlmsearch-runs")) -> int:
+    """`vlmsearch report`: the exit code (2: unknown study, unreadable store, too few trials).
+    `similarity`: that many training images for the experts' CKA table (0: none)."""
     from dashboard import DEFAULT_TRACKING
     from search_space.analysis import TooFewTrials
     from storage import StorageError, UnknownStudy
@@ -161,6 +185,7 @@ def report_command(study: str, fmt: str, out_file: Path | None, storage: str, tr
             with store.guard():
                 report = study_report(store, study)
                 tracking = tracking or _yaml_tracking(store, study) or DEFAULT_TRACKING
+                space = stored_space(store, study)
         finally:
             store.close()
     except StorageError as exc:
@@ -169,6 +194,8 @@ def report_command(study: str, fmt: str, out_file: Path | None, storage: str, tr
     except TooFewTrials as exc:
         err.print(f"study '{study}': {exc}", markup=False)
         return 2
+    if similarity:
+        attach_similarity(report, space, similarity, run_dir, lambda m: err.print(m, markup=False))
     text = RENDERERS[fmt](report, study)
     if out_file is None:
         sys.stdout.write(text)
@@ -181,10 +208,16 @@ def report_command(study: str, fmt: str, out_file: Path | None, storage: str, tr
     return 0
 
 
-def _yaml_tracking(store: ResultsStore, study: str) -> str | None:
+def stored_space(store: ResultsStore, study: str) -> Any:
+    """The study's space, or None when the store cannot give it back."""
     from storage import StorageError
 
     try:
-        return store.space(study).tracking
+        return store.space(study)
     except StorageError:
         return None
+
+
+def _yaml_tracking(store: ResultsStore, study: str) -> str | None:
+    space = stored_space(store, study)
+    return space.tracking if space is not None else None

@@ -48,8 +48,11 @@ class FactorReport:
     best: pd.DataFrame  # the best design by the first target: number, config_hash, levels, values
     ablation: pd.DataFrame  # factor, from, to, metric, best, value, change, source, trials, within_noise
     notes: list[str] = field(default_factory=list)
+    # expert_a, expert_b, cka, near_duplicate: linear CKA of the pool's features (empty: not computed)
+    similarity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["expert_a", "expert_b", "cka", "near_duplicate"]))
 
-    TABLES = ("design", "marginal", "effects", "importance", "interactions", "best", "ablation")
+    TABLES = ("design", "marginal", "effects", "importance", "interactions", "best", "ablation", "similarity")
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {name: getattr(self, name) for name in self.TABLES}

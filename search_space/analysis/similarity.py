@@ -66,6 +66,15 @@ class SimilarityMatrix:
 
         return pd.DataFrame(self.values, index=list(self.names), columns=list(self.names))
 
+    def pairs(self, threshold: float = NEAR_DUPLICATE):  # -> pandas.DataFrame
+        """One row per pair (i < j): expert_a, expert_b, cka, near_duplicate (cka >= threshold)."""
+        import pandas as pd
+
+        rows = [{"expert_a": a, "expert_b": self.names[j], "cka": float(self.values[i, j]),
+                 "near_duplicate": bool(self.values[i, j] >= threshold)}
+                for i, a in enumerate(self.names) for j in range(i + 1, len(self.names))]
+        return pd.DataFrame(rows, columns=["expert_a", "expert_b", "cka", "near_duplicate"])
+
     def to_json(self) -> dict[str, object]:
         rows = [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in self.values]
         return {"experts": list(self.names), "samples": self.samples, "cka": rows}

@@ -32,23 +32,28 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.mark.slow
-def test_markdown_to_stdout(store: str) -> None:
-    ran = vlmsearch("report", "--study", "factorial", "--storage", store, "--tracking", "none")
+def test_markdown_to_stdout(store: str, tmp_path: Path) -> None:
+    ran = vlmsearch("report", "--study", "factorial", "--storage", store, "--tracking", "none",
+                    "--similarity-images", "16", "--run-dir", str(tmp_path))
     assert ran.returncode == 0, ran.stderr
     text = ran.stdout
     assert text.startswith("# Factor report: study 'factorial'")
     assert "32 complete search trials" in text
     for title in ("## Marginal means", "## Adjusted effects", "## Importances", "## Strongest interactions",
-                  "## Ablation"):
+                  "## Ablation", "## Expert similarity"):
         assert title in text
     assert "| accuracy | fusion | sequence_concat |" in text and ran.stderr == ""
+    # the pool's two experts, run on 16 training images: one CKA pair
+    pair = next(line for line in text.splitlines() if line.startswith("| clip | dinov2 |"))
+    assert 0.0 <= float(pair.split("|")[3]) <= 1.0
+    assert "similarity over the first 16 training images" in text
 
 
 @pytest.mark.slow
 def test_json_has_every_table_as_records(store: str, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     ran = vlmsearch("report", "--study", "factorial", "--storage", store, "--format", "json",
-                    "--out", str(out), "--tracking", "none")
+                    "--out", str(out), "--tracking", "none", "--similarity-images", "0")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "" and f"wrote {out}" in ran.stderr
     data = json.loads(out.read_text())
@@ -69,7 +74,7 @@ def test_json_has_every_table_as_records(store: str, tmp_path: Path) -> None:
 def test_html_is_one_page_with_inline_plots(store: str, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     ran = vlmsearch("report", "--study", "factorial", "--storage", store, "--format", "html",
-                    "--out", str(out), "--tracking", "none")
+                    "--out", str(out), "--tracking", "none", "--similarity-images", "0")
     assert ran.returncode == 0, ran.stderr
     page = out.read_text()
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 2
