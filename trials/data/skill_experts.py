@@ -37,7 +37,7 @@ from trials.vlm.families import CLIP_MEAN, CLIP_STD
 from trials.vlm.processing import Processing
 
 DATA_SEED = 1717        # the experts' own images (the search's probe uses data.seed, 0 by default)
-PROBE_SIZES = (64, 96)  # probe image sides trained on, in turn (planted.yaml, quickstart.yaml)
+PROBE_SIZE = 64         # the probe's image side trained on (planted.yaml, quickstart.yaml)
 WIDTH = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4}
 Sample = tuple[np.ndarray, int]                      # uint8 (S, S, 3) image and its label
 Pair = tuple[np.ndarray, np.ndarray]                 # two images that differ in a nuisance only
@@ -52,12 +52,14 @@ class ExpertSpec:
     patch: int
     blind_to: tuple[str, ...]
     seed: int
+    steps: int = 300
+    lr: float = 2e-3
 
 
 SPECS: dict[str, ExpertSpec] = {
     "colour": ExpertSpec("color", 16, 8, ("shape", "digit"), 11),
     "shape": ExpertSpec("shape", 32, 8, ("color", "digit"), 12),
-    "reader": ExpertSpec("small_text", 64, 8, ("object",), 13),
+    "reader": ExpertSpec("small_text", 64, 8, ("object",), 13, steps=500, lr=3e-3),
 }
 
 
@@ -220,8 +222,10 @@ def _step_loss(model: CLIPVisionModel, head: nn.Linear, spec: ExpertSpec, rng: n
     return loss
 
 
-def train(spec: ExpertSpec, steps: int, batch: int = 48, lr: float = 2e-3) -> CLIPVisionModel:
-    """The expert after `steps` AdamW steps; same spec and steps: bit-identical weights."""
+def train(spec: ExpertSpec, steps: int | None = None, batch: int = 48) -> CLIPVisionModel:
+    """The expert after `steps` (default: its spec's) AdamW steps; same spec and steps, same
+    thread count: bit-identical weights."""
+    steps, lr = steps or spec.steps, spec.lr
     model = build(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
@@ -233,8 +237,8 @@ def train(spec: ExpertSpec, steps: int, batch: int = 48, lr: float = 2e-3) -> CL
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine to zero
         optimizer, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
     model.train()
-    for step in range(steps):
-        loss = _step_loss(model, head, spec, rng, PROBE_SIZES[step % len(PROBE_SIZES)], batch)
+    for _ in range(steps):
+        loss = _step_loss(model, head, spec, rng, PROBE_SIZE, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -242,13 +246,13 @@ def train(spec: ExpertSpec, steps: int, batch: int = 48, lr: float = 2e-3) -> CL
     return model.eval()
 
 
-def save(model: CLIPVisionModel, spec: ExpertSpec, folder: Path, steps: int) -> None:
+def save(model: CLIPVisionModel, spec: ExpertSpec, folder: Path) -> None:
     """config.json, model.safetensors, preprocessor_config.json and how it was trained."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": spec.side}, crop_size={"height": spec.side, "width": spec.side},
                        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(folder)
-    card = {**asdict(spec), "steps": steps, "data_seed": DATA_SEED, "probe_sizes": list(PROBE_SIZES),
+    card = {**asdict(spec), "data_seed": DATA_SEED, "probe_size": PROBE_SIZE,
             "command": "python -m trials.data.skill_experts --out examples/experts"}
     (folder / "training.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
 
@@ -285,7 +289,6 @@ def skill_scores(source: str, image_size: int = 64, seed: int = 5, n: int = 900)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", type=Path, default=Path("examples/experts"))
-    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only", nargs="*", choices=sorted(SPECS), default=sorted(SPECS))
     parser.add_argument("--measure", action="store_true", help="only print the saved experts' skills")
     args = parser.parse_args(argv)
@@ -296,8 +299,9 @@ def main(argv: list[str] | None = None) -> None:
         print(name, " ".join(f"{skill} {value:.3f}" for skill, value in scores.items()))
     for name in () if args.measure else args.only:
         start = time.perf_counter()
-        save(train(SPECS[name], args.steps), SPECS[name], args.out / name, args.steps)
-        print(f"{name}: {args.steps} steps in {time.perf_counter() - start:.0f} s -> {args.out / name}")
+        spec = SPECS[name]
+        save(train(spec), spec, args.out / name)
+        print(f"{name}: {spec.steps} steps in {time.perf_counter() - start:.0f} s -> {args.out / name}")
 
 
 if __name__ == "__main__":
