@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from search_space.components import EVALUATORS, PROBE_SKILLS, metric_problem
+from search_space.components import EVALUATORS, metric_problem
 from search_space.cost import UnknownGeometry
 from search_space.errors import InvalidDesign, Problem
 from search_space.eval_formats import eval_metric_names
@@ -212,7 +212,7 @@ def model_folder_problem(source: str) -> str | None:
 
 
 def _skills(space: SearchSpace) -> tuple[str, ...] | None:
-    return PROBE_SKILLS if space.data.benchmark == "probe" else None
+    return space.data.skills if space.data.benchmark == "probe" else None
 
 
 @_check

@@ -15,6 +15,7 @@ from search_space.hints import empty_section, key_alias, value_hint
 from search_space.point import TrialConfig
 from search_space.ranges import TAG
 from search_space.registry import did_you_mean, unknown_name_message
+from search_space.sources import is_source_ref
 from search_space.space import SearchSpace
 
 
@@ -87,19 +88,52 @@ class Loaded:
         return SpaceError([p.located(self.lines) for p in problems], self.source)
 
 
-def parse(text: str, source: str = "<string>") -> Loaded:
-    """Field-level validation: syntax and schema errors, every one with path and line."""
+def parse(text: str, source: str = "<string>", base: FilePath | None = None) -> Loaded:
+    """Field-level validation: syntax and schema errors, every one with path and line. `base`:
+    the YAML file's folder, which relative model directories (`source: experts/colour`) are
+    read against before the working directory."""
     from search_space.yaml_io import load_yaml
 
     data, lines = load_yaml(text, source)
     if not isinstance(data, dict):
         raise SpaceError([Problem((), "the top level must be a mapping (name:, experts:, ...)", 1)],
                          source)
+    if base is not None:
+        data = anchor_sources(data, base)
     try:
         space = SearchSpace.model_validate(data)
     except ValidationError as exc:
         raise SpaceError([p.located(lines) for p in problems_from(exc)], source) from None
     return Loaded(space, lines, source)
+
+
+def anchored(source: str, base: FilePath) -> str:
+    """A relative `source` naming a model directory beside the YAML file: that directory's
+    absolute path; anything else (a preset, an HF id, `timm:`/`open_clip:`, absolute) unchanged."""
+    path = FilePath(source)
+    if source.startswith(("/", "~")) or path.is_absolute() or is_source_ref(source):
+        return source
+    folder = base / path
+    return str(folder.resolve()) if (folder / "config.json").is_file() else source
+
+
+def anchor_sources(data: Any, base: FilePath) -> Any:
+    """The raw YAML data with every `source:` (a value, or a `choices` list) `anchored`."""
+    if isinstance(data, list):
+        return [anchor_sources(item, base) for item in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key == "source" and isinstance(value, str):
+            value = anchored(value, base)
+        elif key == "source" and isinstance(value, dict) and isinstance(value.get("choices"), list):
+            value = {**value, "choices": [anchored(v, base) if isinstance(v, str) else v
+                                          for v in value["choices"]]}
+        else:
+            value = anchor_sources(value, base)
+        out[key] = value
+    return out
 
 
 def with_device_profile(space: SearchSpace, name: str | None) -> SearchSpace:
@@ -132,7 +166,7 @@ def load(path: str | FilePath, device_profile: str | None = None) -> Loaded:
         raise SpaceError([_not_utf8(file.read_bytes(), exc)], str(file)) from None
     except OSError as exc:
         raise SpaceError([Problem((), f"cannot read {file}: {exc.strerror or exc}")], str(file)) from None
-    loaded = parse(text, str(file))
+    loaded = parse(text, str(file), file.parent)
     try:
         loaded = Loaded(with_device_profile(loaded.space, device_profile), loaded.lines, loaded.source)
     except ValueError as exc:

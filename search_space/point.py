@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from search_space.components import EVALUATORS, MERGES, POSITIONS, PROJECTORS
+from search_space.components import EVALUATORS, MERGES, POSITIONS, PROBE_SKILLS, PROJECTORS
 from search_space.errors import InvalidDesign, SectionError
 from search_space.eval_formats import EvalSpec, duplicate_labels
 from search_space.fusions import FUSIONS, ChannelConcat, FusionParams, PositiveInt, SquareInt
@@ -79,11 +79,26 @@ ImageSide = Annotated[int, Field(ge=16, le=4096)]
 MergeGrid = Literal["smallest", "largest"]  # smallest: pooled down; largest: bilinear up (Mini-Gemini)
 
 
+def _probe_skills(skills: tuple[str, ...]) -> tuple[str, ...]:
+    """Known probe skills, each once, in the probe's order (so any spelling is one data set)."""
+    unknown = [s for s in skills if s not in PROBE_SKILLS]
+    if unknown:
+        raise ValueError("; ".join(unknown_name_message("probe skill", s, PROBE_SKILLS) for s in unknown))
+    twice = sorted({s for s in skills if skills.count(s) > 1})
+    if twice:
+        raise ValueError(f"data.skills lists {', '.join(twice)} more than once; name each skill once")
+    return tuple(s for s in PROBE_SKILLS if s in skills)
+
+
+ProbeSkills = Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(_probe_skills)]
+
+
 class DataConfig(Frozen):
     """The benchmark every trial trains and evaluates on (not searched over), and the evaluation
     sets scored after training (`eval`, in their released formats)."""
 
-    added: ClassVar[frozenset[str]] = frozenset({"eval", "skip_missing", "pad_to_square", "max_length"})
+    added: ClassVar[frozenset[str]] = frozenset({"eval", "skip_missing", "pad_to_square", "max_length",
+                                                 "skills"})
 
     benchmark: Literal["probe", "llava"] = "probe"
     path: str | None = None          # llava: the conversation JSON file
@@ -96,6 +111,7 @@ class DataConfig(Frozen):
     pad_to_square: bool = False      # LLaVA's expand2square, padded with the first expert's mean colour
     max_length: PositiveInt | None = None  # tokens of a training sequence (visual included); null: the LM's
     eval: tuple[EvalSpec, ...] = ()  # evaluation sets apart from the training data
+    skills: ProbeSkills = PROBE_SKILLS  # probe: the skills asked, in equal shares (default: all six)
 
     @model_validator(mode="after")
     def _distinct_evals(self) -> DataConfig:
@@ -103,6 +119,9 @@ class DataConfig(Frozen):
         if twice:
             raise ValueError(f"data.eval lists {', '.join(twice)} more than once; give each a distinct "
                              "`name` (it prefixes the metrics)")
+        if self.benchmark != "probe" and self.skills != PROBE_SKILLS:
+            raise SectionError(("skills",), f"`skills` chooses the probe's questions; benchmark "
+                                            f"'{self.benchmark}' has none to choose: remove it")
         return self
 
 

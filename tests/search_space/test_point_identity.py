@@ -79,7 +79,8 @@ RELEASED_HASHES = {
     "eagle": ["33cd4e76d681cbe7", "054a96fc04ad0982", "cd942d77f36540a9"],
     "mousi": ["650cebdeeb4d3214", "b878f170b56d539f", "8118781976918d7e"],
     "nasbench201": ["d76b13b673397b71", "add18b78637c3145", "7a9deb560f511b4c"],
-    "planted": ["53ba9da45c2c04dd", "fa4644b02f0c9445", "4cb6821a17daa95b"],
+    # issue 17: planted.yaml's pool is the skill experts (was 53ba9da45c2c04dd, ...)
+    "planted": ["620d39b2852712a1", "217074b9bff4b63e", "26e78b52d2ddfcf0"],
     # issue 16: seed 0 draws the late gated injection, once `mr_adapter`, now `gated_injection`
     # (was 49f65a6e4eea2dd8); seed 1 an sva design: Cambrian's faithful SVA is another operator
     # (was 3bf780258e264882)

@@ -224,9 +224,11 @@ class ProbeSplit:
     boxes: list[list[Box]]  # per sample: (y0, x0, y1, x1) of each object or digit cell
 
 
-def _draw_split(name: str, n: int, pen: _Pen, avoid: set[bytes]) -> tuple[ProbeSplit, set[bytes]]:
-    """n samples, skills in equal shares in a shuffled order; no image hashes to one in `avoid`."""
-    skills = [PROBE_SKILLS[int(i) % len(PROBE_SKILLS)] for i in pen.rng.permutation(n)]
+def _draw_split(name: str, n: int, pen: _Pen, avoid: set[bytes], asked: tuple[str, ...] = PROBE_SKILLS
+                ) -> tuple[ProbeSplit, set[bytes]]:
+    """n samples, the `asked` skills in equal shares in a shuffled order; no image hashes to one in
+    `avoid`."""
+    skills = [asked[int(i) % len(asked)] for i in pen.rng.permutation(n)]
     images = np.empty((n, pen.size, pen.size, 3), dtype=np.uint8)
     questions, answers, boxes, seen = [], [], [], set()
     for i, skill in enumerate(skills):
@@ -243,7 +245,7 @@ def _draw_split(name: str, n: int, pen: _Pen, avoid: set[bytes]) -> tuple[ProbeS
         answers.append(answer)
         boxes.append(drawn)
     tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, S, S)
-    data = QADataset(name, tensor, questions, answers, skills, {k: list(v) for k, v in CANDIDATES.items()})
+    data = QADataset(name, tensor, questions, answers, skills, {k: list(CANDIDATES[k]) for k in asked})
     return ProbeSplit(data, boxes), seen
 
 
@@ -251,9 +253,9 @@ def probe_splits(cfg: DataConfig) -> tuple[ProbeSplit, ProbeSplit]:
     """The (train, eval) probe splits with their layouts; same config, byte-identical splits."""
     train_rng, eval_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2))
     train, seen = _draw_split("probe/train", cfg.train_size,
-                              _Pen(train_rng, cfg.image_size, digit_half("train")), set())
+                              _Pen(train_rng, cfg.image_size, digit_half("train")), set(), cfg.skills)
     evaluation, _ = _draw_split("probe/eval", cfg.eval_size,
-                                _Pen(eval_rng, cfg.image_size, digit_half("eval")), seen)
+                                _Pen(eval_rng, cfg.image_size, digit_half("eval")), seen, cfg.skills)
     return train, evaluation
 
 
