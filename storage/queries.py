@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Row, Select, and_, exists, func, select
@@ -160,7 +161,9 @@ class Queries:
             if not row.space_yaml.strip():
                 raise StorageError(f"study '{name}' has no stored space, so its front cannot be computed")
             try:
-                self._spaces[row.id] = parse(row.space_yaml, f"<study {name}>").space
+                base = (row.settings or {}).get("space_dir")  # relative `source:` folders: beside the YAML
+                self._spaces[row.id] = parse(row.space_yaml, f"<study {name}>",
+                                             Path(base) if base else None).space
             except SpaceError as exc:
                 raise StorageError(f"study '{name}': its stored space no longer parses: {exc}") from None
         return self._spaces[row.id]

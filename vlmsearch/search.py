@@ -67,7 +67,10 @@ def make_spec(loaded: Loaded, options: SearchOptions):  # -> SearchSpec
                       trials=space.search.trials, concurrency=space.search.concurrency,
                       storage=options.storage or space.storage or DEFAULT_STORAGE,
                       run_dir=options.run_dir, resume=options.resume, device=options.device,
-                      steps=options.steps, extra={"ray_address": options.ray_address})
+                      steps=options.steps, extra={
+                          "ray_address": options.ray_address,
+                          # what the stored YAML's relative `source:` folders are read against
+                          "space_dir": str(Path(loaded.source).parent.resolve())})
 
 
 def run_search(loaded: Loaded, options: SearchOptions, out: Console, err: Console) -> int:

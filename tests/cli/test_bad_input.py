@@ -81,11 +81,13 @@ CASES = {
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("bad-input")
-    quick = (EXAMPLES / "quickstart.yaml").read_text()
+    # the copy's expert folders are the examples' own (relative ones are read beside the YAML)
+    skills = f"source: {EXAMPLES}/experts/"
+    quick = (EXAMPLES / "quickstart.yaml").read_text().replace("source: experts/", skills)
     (where / "broken.yaml").write_text(BROKEN_YAML)
     (where / "space.yaml").write_text(quick)
     (where / "typo.yaml").write_text(quick.replace("kind: sequence_concat", "kind: cross_atn", 1))
-    (where / "missing.yaml").write_text(quick.replace("source: tiny-clip", "source: ./no-such-model"))
+    (where / "missing.yaml").write_text(quick.replace(f"{skills}colour", "source: ./no-such-model"))
     point = (EXAMPLES / "comm_point.yaml").read_text()
     (where / "missing_point.yaml").write_text(point.replace("source: tiny-clip", "source: ./no-such-model"))
     for name, config in [("truncated", '{"model_type": "clip_vision'), ("listed", "[1, 2]"),
@@ -95,7 +97,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (where / name / "config.json").write_text(config)
         (where / f"{name}.yaml").write_text(point.replace("source: tiny-clip", f"source: ./{name}"))
     (where / "weights.bin").write_text("not a folder")
-    (where / "asfile.yaml").write_text(quick.replace("source: tiny-clip", "source: ./weights.bin"))
+    (where / "asfile.yaml").write_text(quick.replace(f"{skills}colour", "source: ./weights.bin"))
     (where / "pytag.yaml").write_text(f"!!python/object/apply:os.system ['touch {where}/pwned']\n")
     return where
 

@@ -40,8 +40,8 @@ def test_check_summary_of_a_point() -> None:
 def test_check_summary_of_a_space() -> None:
     out = vlmsearch("check", "examples/quickstart.yaml").stdout
     assert "space size: unbounded" in out
-    assert "visual tokens: 16 .. 144" in out
-    assert "free parameters (12)" in out
+    assert "visual tokens: 4 .. 108" in out
+    assert "free parameters (13)" in out
 
 
 def test_check_does_not_import_torch() -> None:

@@ -102,11 +102,12 @@ def test_space_cost_range(examples_dir: Path) -> None:
     space = compile_space(parse((examples_dir / "comm_point.yaml").read_text()).space)
     span = space_cost_range(space)
     assert span.tokens == (80, 80) and span.positions == (12, 12) and span.complete
-    quick = compile_space(parse((examples_dir / "quickstart.yaml").read_text()).space)
+    # its skill experts are folders beside the YAML: their geometry is read from their config.json
+    quick = compile_space(parse((examples_dir / "quickstart.yaml").read_text(), base=examples_dir).space)
     span = space_cost_range(quick)
-    # fewest: 16 (one 4x4 expert); most: clip 64 + dinov2 64 + sam 16 in sequence
-    assert span.tokens == (16, 144)
-    assert span.positions == (1, 144)
+    # fewest: 4 (colour alone, a 2x2 grid); most: three experts through a 36-query resampler each
+    assert span.tokens == (4, 108)
+    assert span.positions == (1, 108)
 
 
 ORDER_SPACE = """\

@@ -84,7 +84,8 @@ RELEASED_HASHES = {
     # issue 16: seed 0 draws the late gated injection, once `mr_adapter`, now `gated_injection`
     # (was 49f65a6e4eea2dd8); seed 1 an sva design: Cambrian's faithful SVA is another operator
     # (was 3bf780258e264882)
-    "quickstart": ["3e46849ac103614a", "e6619658c3164b80", "e9fa977ea586354b"],
+    # issue 17: the quickstart's pool is the skill experts (was 3e46849ac103614a, ...)
+    "quickstart": ["35fb97ac33231c9e", "4c2f426435466025", "b743f226419e917b"],
 }
 
 
