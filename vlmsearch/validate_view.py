@@ -58,6 +58,10 @@ def summary_lines(validation: Validation) -> list[str]:
     if validation.noise:
         lines.append(f"front pairs within seed noise: {', '.join(noise) or 'none'}; told apart: "
                      f"{', '.join(apart) or 'none'} [{NOISE_RULE}]")
+    tied = [f"#{numbers[p.b]}" for p in validation.near_best if p.within_noise]
+    if validation.near_best and any(p.within_noise is not None for p in validation.near_best):
+        best = numbers[validation.near_best[0].a]
+        lines.append(f"within seed noise of the validation's best (#{best}): {', '.join(tied) or 'none'}")
     if validation.failed:
         lines.append(f"{validation.failed} validation trial(s) did not complete (see `vlmsearch results "
                      f"--study {validation.study} --validation`); run the same command again to retry them")

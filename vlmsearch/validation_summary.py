@@ -61,6 +61,7 @@ class Validation:
     top_k_agreement: float
     k: int
     noise: list[NoisePair]
+    near_best: list[NoisePair] = field(default_factory=list)  # (the validation's best, each other design)
     failed: int = 0  # validation trials of these designs that did not complete
     trained: int = 0  # trained by this run (the rest were complete already)
     messages: list[str] = field(default_factory=list)
@@ -85,7 +86,9 @@ class Validation:
                 "designs": [_design_json(d) for d in self.designs],
                 "kendall_tau": _num(self.kendall_tau), "spearman_rho": _num(self.spearman_rho),
                 "top_k_agreement": _num(self.top_k_agreement), "k": self.k,
-                "within_noise": [_pair_json(p, self.designs) for p in self.noise], "noise_rule": NOISE_RULE,
+                "within_noise": [_pair_json(p, self.designs) for p in self.noise],
+                "within_noise_of_best": [_pair_json(p, self.designs) for p in self.near_best],
+                "noise_rule": NOISE_RULE,
                 "failed": self.failed, "trained": self.trained}
 
 
@@ -102,14 +105,24 @@ def summarize(study: str, objectives: Sequence[Any], designs: Sequence[Design], 
     validated = [d.ci[first.metric].mean for d in results]
     _rank(results, searched, sign, "rank_search", validated)
     _rank(results, validated, sign, "rank_validation", validated)
-    k = min(top if top > 0 else len(results), len(results))
+    k = max(1, min(top if top > 0 else len(results), len(results) // 2))  # of all designs: no test
     front = {d.design.label: d.values[first.metric] for d in results if d.design.front}
     wanted = len(designs) * seeds
     done = sum(len(d.seeds) for d in results)
     return Validation(study, list(objectives), results, seeds, top, kendall_tau(searched, validated),
                       spearman_rho(searched, validated),
                       top_k_agreement(searched, validated, k, first.direction == "maximize"), k,
-                      within_noise(front), failed=wanted - done)
+                      within_noise(front), near_best(results, first.metric), failed=wanted - done)
+
+
+def near_best(results: Sequence[DesignResult], metric: str) -> list[NoisePair]:
+    """Each design against the validation's best (rank 1), by the same Welch rule as the front's
+    pairs: which designs the seeds cannot tell from the best."""
+    best = next((d for d in results if d.rank_validation == 1), None)
+    if best is None:
+        return []
+    return [within_noise({best.design.label: best.values[metric], d.design.label: d.values[metric]})[0]
+            for d in results if d is not best]
 
 
 def _design_result(design: Design, rows: Sequence[Any], objectives: Sequence[Any],

@@ -60,6 +60,9 @@ def swapped_levels(design: pd.DataFrame, best: Mapping[str, str], names: Sequenc
     return out
 
 
+NOISE_FLOOR = 1e-9  # a change this small is no change (an OLS prediction's rounding, e.g. 1.5e-14)
+
+
 def halfwidths(validation: pd.DataFrame | None, best_hash: str, metrics: Sequence[str],
                notes: list[str]) -> dict[str, float]:
     """Per metric, the 95% CI half-width over validation seeds: the best design's when it was
@@ -120,4 +123,5 @@ def _change(design: pd.DataFrame, best: pd.Series, match: pd.DataFrame, name: st
     return {"factor": name, "from": best[name], "to": lvl, "metric": metric, "best": float(best[metric]),
             "value": float(best[metric]) + change if np.isfinite(change) else np.nan, "change": change,
             "source": source, "trials": ", ".join(str(int(n)) for n in measured["number"]),
-            "within_noise": None if width is None or not np.isfinite(change) else bool(abs(change) < width)}
+            "within_noise": None if width is None or not np.isfinite(change)
+            else bool(abs(change) <= width + NOISE_FLOOR)}

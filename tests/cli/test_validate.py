@@ -101,7 +101,11 @@ def test_validate_records_reports_and_resumes(study: dict[str, str]) -> None:
     assert again.returncode == 0, again.stderr
     assert "validation 1/" not in again.stderr  # nothing trained again
     assert all(d["config_hash"][:6] in again.stdout for d in designs)
-    assert "Kendall tau" in again.stdout and "top-3 agreement" in again.stdout
+    k = max(1, min(3, len(designs) // 2))  # --top 3, at most half the designs (else no test)
+    assert report["k"] == k and "Kendall tau" in again.stdout and f"top-{k} agreement" in again.stdout
+    best = next(d for d in designs if d["rank_validation"] == 1)
+    assert len(report["within_noise_of_best"]) == len(designs) - 1
+    assert all(p["a"] == best["number"] for p in report["within_noise_of_best"])
     with ResultsStore(study["storage"]) as store:
         assert [(r.number, r.duration_s) for r in store.validation_trials("tiny")] == \
             [(r.number, r.duration_s) for r in rows]

@@ -72,7 +72,7 @@ def reads_with(trials: list[dict[str, Any]], fusion: str) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_search_finds_the_planted_subset(tmp_path: Path, seed: int) -> None:
     run = vlmsearch(tmp_path, "run", str(space_file(tmp_path, seed)), "--tracking", "none",
@@ -98,3 +98,42 @@ def test_search_finds_the_planted_subset(tmp_path: Path, seed: int) -> None:
     assert sequence, summary
     if channel:
         assert mean(sequence) >= mean(channel) + 0.2, summary
+    check_report(tmp_path, summary)
+    check_validation(tmp_path, summary)
+
+
+PLANTED_SKILLS = {"accuracy/color": "expert:colour", "accuracy/shape": "expert:shape",
+                  "accuracy/small_text": "expert:reader"}
+
+
+def check_report(tmp_path: Path, summary: str) -> None:
+    """(c) `vlmsearch report` ranks the planted factors first: by fANOVA, each skill's own expert
+    is the most important factor for that skill, and expert presence leads on accuracy."""
+    ran = vlmsearch(tmp_path, "report", "--study", "planted", "--format", "json", "--tracking", "none",
+                    "--similarity-images", "32", timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = json.loads(ran.stdout)
+    ranked = {m: [r["factor"] for r in sorted((r for r in report["importance"] if r["metric"] == m),
+                                              key=lambda r: -(r["fanova"] or 0.0))]
+              for m in ("accuracy", *PLANTED_SKILLS)}
+    shown = f"{summary}\nfANOVA ranking: {ranked}"
+    print(shown)
+    for metric, expert in PLANTED_SKILLS.items():
+        assert ranked[metric][0] == expert, shown
+    assert ranked["accuracy"][0].startswith("expert:"), shown
+    assert len(report["similarity"]) == 3 and all(r["near_duplicate"] is False for r in report["similarity"])
+
+
+def check_validation(tmp_path: Path, summary: str) -> None:
+    """(d) `vlmsearch validate` re-trains the front at 1.5x the budget (one seed: CI's time) and
+    reports Kendall tau; the planted designs differ by far more than a budget can reorder."""
+    ran = vlmsearch(tmp_path, "validate", "--study", "planted", "--top", "0", "--seeds", "1",
+                    "--budget-factor", "1.5", "--format", "json", "--tracking", "none", timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    validation = json.loads(ran.stdout)
+    shown = f"{summary}\nvalidation: tau {validation['kendall_tau']}, " + "; ".join(
+        f"{d['design']} {d['search']['accuracy']:.3f} -> {d['validation']['accuracy']['mean']:.3f}"
+        for d in validation["designs"])
+    print(shown)
+    assert validation["steps"] == 450 and all(d["front"] for d in validation["designs"]), shown
+    assert validation["kendall_tau"] is not None and validation["kendall_tau"] >= 0.6, shown

@@ -26,6 +26,10 @@ from trials.vlm.expert_sources import register_adapters
 from trials.vlm.processing import Processing, processing
 from trials.vlm.reduce import Grid
 
+# transformers 5 draws a "Loading weights" bar per from_pretrained: one per expert per trial, on
+# the search's stderr under its own progress view; the search says what it loads instead
+transformers.utils.logging.disable_progress_bar()
+
 __all__ = ["ADAPTERS", "CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "FamilyAdapter",
            "Inject", "checkpoint_identity", "digest"]
 
