@@ -2,15 +2,20 @@
 
 The pool holds three tiny experts trained to one skill each (examples/experts: colour, shape,
 reader; trials/data/skill_experts.py) and the probe asks exactly those three skills, so the most
-accurate design is known: all three experts under sequence_concat. channel_concat pools the
-reader's 8x8 grid to the smallest one and loses the digits. With its default settings (TPE, no
-early stopping, 16 trials) the search must put that design on the front, and reader designs
-under sequence_concat must read the digits better than reader designs under channel_concat.
-Measured, seed 0 (222 s on a shared 2-core machine): colour+shape+reader/sequence_concat 0.977
-(color 1.00, shape 1.00, small_text 0.93), the most accurate and on the front; shape+reader 0.805
-(color 0.49); colour+shape 0.705 (small_text 0.12); colour alone 0.503 (4 tokens, front). Seed 0
-drew no multi-expert channel_concat design with the reader, so (b) held only vacuously there;
-seeds 1-3 not measured yet. Other seeds (data, training and search seed together):
+accurate subset is known: all three experts. With its default settings (TPE, no early stopping,
+16 trials) the search must put a colour+shape+reader design on the front as its most accurate
+design, and only designs with the reader read the digits. Then `vlmsearch report` must rank each
+skill's own expert first (fANOVA), and `vlmsearch validate` must report Kendall's tau.
+Measured, seed 0 (309 s on 2 idle cores, report and validation included): colour+shape+reader
+0.977 (small_text 0.93) on the front; report: color -> expert:colour, shape -> expert:shape,
+small_text -> expert:reader; validation of the front (5 designs) at 1.5x: tau 0.949. Seeds 1-3 by hand
+(docs/BENCHMARKS.md): on seed 1 the search never drew the three experts together in 16 trials
+(its best: colour+reader 0.823), so (a) fails there; on seeds 2 and 3 the triple was drawn and
+led (0.983, 0.987) and (a)-(c) held, under channel_concat as well as sequence_concat:
+channel_concat's pooling does NOT lose the reader here (each of the four digit slots lands in
+its own cell of the pooled 2x2 grid), and its 4-token triple alone made the front, which is why
+(d) checks tau's size only on a front of three or more designs.
+Other seeds (data, training and search seed together):
 `VLMSEARCH_PLANTED_SEEDS=0,1,2,3 pytest tests/trials/test_planted_optimum.py -rP`.
 """
 
@@ -21,7 +26,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
 import pytest
@@ -61,14 +65,12 @@ def design(trial: dict[str, Any]) -> tuple[tuple[str, ...], str]:
 
 
 def is_best(trial: dict[str, Any]) -> bool:
-    experts, fusion = design(trial)
-    return set(experts) == set(BEST) and fusion == "sequence_concat"
+    return set(design(trial)[0]) == set(BEST)
 
 
-def reads_with(trials: list[dict[str, Any]], fusion: str) -> list[float]:
-    """small_text accuracy of designs with the reader and another expert under `fusion`."""
-    return [t["metrics"][SMALL_TEXT] for t in trials
-            if READER in design(t)[0] and len(design(t)[0]) > 1 and design(t)[1] == fusion]
+def reads(trials: list[dict[str, Any]], reader: bool) -> list[float]:
+    """small_text accuracy of the designs with (or without) the reader."""
+    return [t["metrics"][SMALL_TEXT] for t in trials if (READER in design(t)[0]) == reader]
 
 
 @pytest.mark.slow
@@ -93,11 +95,10 @@ def test_search_finds_the_planted_subset(tmp_path: Path, seed: int) -> None:
     # (a) the planted best design was drawn, is on the front, and is the most accurate one
     assert any(is_best(t) and t["pareto_rank"] == 0 for t in complete), summary
     assert is_best(max(complete, key=lambda t: t["metrics"]["accuracy"])), summary
-    # (b) channel_concat's pooling loses the reader's digits
-    sequence, channel = reads_with(complete, "sequence_concat"), reads_with(complete, "channel_concat")
-    assert sequence, summary
-    if channel:
-        assert mean(sequence) >= mean(channel) + 0.2, summary
+    # (b) only the reader reads the digits (chance: 0.10)
+    with_reader, without = reads(complete, True), reads(complete, False)
+    assert with_reader and without, summary
+    assert min(with_reader) >= 0.8 and max(without) <= 0.3, summary
     check_report(tmp_path, summary)
     check_validation(tmp_path, summary)
 
@@ -125,16 +126,21 @@ def check_report(tmp_path: Path, summary: str) -> None:
 
 
 def check_validation(tmp_path: Path, summary: str) -> None:
-    """(d) `vlmsearch validate` re-trains the front at 1.5x the budget (one seed: CI's time) and
-    reports Kendall tau; the planted designs differ by far more than a budget can reorder."""
-    ran = vlmsearch(tmp_path, "validate", "--study", "planted", "--top", "0", "--seeds", "1",
+    """(d) `vlmsearch validate` re-trains the front (and the top 2) at 1.5x the budget, one seed
+    (CI's time), and reports Kendall tau: a number wherever the designs' search values differ,
+    and >= 0.6 when the front spans three or more designs (the planted designs differ by far more
+    than a budget can reorder; a front of one or two ties has no ranking to check)."""
+    ran = vlmsearch(tmp_path, "validate", "--study", "planted", "--top", "2", "--seeds", "1",
                     "--budget-factor", "1.5", "--format", "json", "--tracking", "none", timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
     validation = json.loads(ran.stdout)
-    measured = f"validation: tau {validation['kendall_tau']:.3f}, " + "; ".join(
+    designs, tau = validation["designs"], validation["kendall_tau"]
+    measured = f"validation: tau {tau}, " + "; ".join(
         f"{d['design']} {d['search']['accuracy']:.3f} -> {d['validation']['accuracy']['mean']:.3f}"
-        for d in validation["designs"])
+        for d in designs)
     print(measured)
     shown = f"{summary}\n{measured}"
-    assert validation["steps"] == 450 and all(d["front"] for d in validation["designs"]), shown
-    assert validation["kendall_tau"] is not None and validation["kendall_tau"] >= 0.6, shown
+    assert validation["steps"] == 450 and any(d["front"] for d in designs), shown
+    assert tau is not None or len({d["search"]["accuracy"] for d in designs}) < 2, shown
+    if sum(d["front"] for d in designs) >= 3:
+        assert tau >= 0.6, shown
