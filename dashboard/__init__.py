@@ -12,7 +12,7 @@ _WHERE = {  # public name -> "module" (the same name there, or the module itself
     "layout": "dashboard.layout",
     "DEFAULT_TRACKING": "dashboard.client", "TRACKING_OFF": "dashboard.client:OFF",
     "TrackingError": "dashboard.client", "artifact_root": "dashboard.client",
-    "check_uri": "dashboard.client", "open_client": "dashboard.client",
+    "check_uri": "dashboard.client", "open_client": "dashboard.client", "parent_run": "dashboard.client",
     "LOOPBACK": "dashboard.hosts", "parse_hosts": "dashboard.hosts",
     "Design": "dashboard.plots", "pareto_csv": "dashboard.plots", "pareto_html": "dashboard.plots",
     "pareto_png": "dashboard.plots",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
 from common import one_at_a_time, redact_url, sqlite_path
@@ -62,3 +63,16 @@ def open_client(uri: str):  # -> mlflow.tracking.MlflowClient
     quiet_mlflow()  # after the import: MLflow configures its loggers when imported
     with one_at_a_time(sqlite_path(uri)):  # (makes the file's folder)
         return MlflowClient(tracking_uri=uri)  # (makes the store, migrating a new file)
+
+
+def parent_run(client: Any, study: str) -> tuple[str, str] | None:
+    """(experiment id, run id) of `study`'s parent run, the search's (`vlmsearch.kind` = study,
+    the first one started); None when MLflow has no live experiment or no parent run for it."""
+    from dashboard import layout
+
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        return None
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{layout.KIND}` = 'study'",
+                                 order_by=["attributes.start_time ASC"], max_results=1)
+    return (experiment.experiment_id, parents[0].info.run_id) if parents else None

@@ -20,6 +20,7 @@ from typing import Any
 
 from common import redact_secrets, redact_url
 from dashboard import layout
+from dashboard.client import parent_run
 from search_space import TrialConfig, TrialResult
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,10 @@ class ValidationTracker:
     def find(cls, client: Any, uri: str, study: str, say: Callable[[str], None] = log.warning
              ) -> ValidationTracker | None:
         """The tracker of `study`'s parent run (the search's: `vlmsearch.kind` = `study`)."""
-        experiment = client.get_experiment_by_name(study)
-        if experiment is None or experiment.lifecycle_stage == "deleted":
+        found = parent_run(client, study)
+        if found is None:
             return None
-        parents = client.search_runs([experiment.experiment_id], f"tags.`{layout.KIND}` = 'study'",
-                                     order_by=["attributes.start_time ASC"], max_results=1)
-        if not parents:
-            return None
-        tracker = cls(client, study, experiment.experiment_id, parents[0].info.run_id, uri, say)
+        tracker = cls(client, study, *found, uri, say)
         tracker.guarded(tracker._read_runs)
         return tracker
 

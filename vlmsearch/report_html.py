@@ -111,32 +111,21 @@ def to_html(report: FactorReport, study: str, images: dict[str, bytes] | None = 
     return "\n".join([*parts, "</body></html>"]) + "\n"
 
 
-def parent_run(client: object, study: str) -> str | None:
-    """The study's parent run id in MLflow (tag `vlmsearch.kind` = study), None when not there."""
-    from dashboard import layout
-
-    experiment = client.get_experiment_by_name(study)  # type: ignore[attr-defined]
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id], f"tags.`{layout.KIND}` = 'study'",  # type: ignore[attr-defined]
-                              max_results=5, order_by=["attributes.start_time ASC"])
-    return runs[0].info.run_id if runs else None
-
-
 def publish(report: FactorReport, study: str, uri: str, warn: Callable[[str], None]) -> str | None:
     """Log `report/report.html` and the PNGs on the study's parent run; the run id, or None (no
     tracking, no parent run, or MLflow failed: `warn` says why; the report never fails)."""
     from common import redact_secrets, redact_url, sqlite_path
-    from dashboard import TRACKING_OFF, open_client
+    from dashboard import TRACKING_OFF, open_client, parent_run
 
     path = sqlite_path(uri)
     if uri.strip().lower() in TRACKING_OFF or (path is not None and not path.exists()):
         return None
     try:
         client = open_client(uri)
-        run_id = parent_run(client, study)
-        if run_id is None:
+        found = parent_run(client, study)
+        if found is None:
             return None
+        run_id = found[1]
         images = plots(report)
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "report.html").write_text(to_html(report, study, images), encoding="utf-8")
