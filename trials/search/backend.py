@@ -51,7 +51,8 @@ class SearchBackend(ABC):
         """The space's sampler, seeded for a study that already holds `drawn` trials."""
         search = self.spec.space.search
         return SAMPLERS.get(search.sampler)(self.spec.trials, len(self.state.points),
-                                            drawing_seed(search.seed, drawn))
+                                            drawing_seed(search.seed, drawn),
+                                            len(self.state.compiled.subsets))
 
     def seed_parameters(self) -> list[dict[str, Any]]:
         """The YAML's seed points as the sampler's parameters (tried first, in order)."""
