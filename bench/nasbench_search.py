@@ -96,7 +96,10 @@ def sampler_of(method: str, spec):
 
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=spec.space.search.seed)
-    return OPTUNA_SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, spec.space.search.seed)
+    from search_space import compile_space
+
+    subsets = len(compile_space(spec.space).subsets)  # as the backends pass it (1: no expert pool)
+    return OPTUNA_SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, spec.space.search.seed, subsets)
 
 
 def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> dict:

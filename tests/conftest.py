@@ -61,3 +61,18 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     name = f"vs_test_{uuid.uuid4().hex[:12]}"
     yield create_database(server, name)
     drop_database(server, name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the extended tier (tests/extended.py) before `-m` selects; a listed prefix that no
+    collected test starts with is an error when the whole suite is collected."""
+    from tests.extended import is_extended, unmatched
+
+    for item in items:
+        if is_extended(item.nodeid):
+            item.add_marker(pytest.mark.extended)
+    whole = not config.args or config.args == [str(ROOT / "tests")] or config.args == ["tests"]
+    missing = unmatched([item.nodeid for item in items]) if whole else []
+    if missing:
+        raise pytest.UsageError(f"tests/extended.py lists tests that do not exist: {missing}")

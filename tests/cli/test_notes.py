@@ -40,7 +40,11 @@ def test_the_sync_hint_names_the_stores_the_search_used() -> None:
 
 
 def test_the_progress_line_shows_the_hash_of_the_design_as_trained(tmp_path: Path) -> None:
-    done = vlmsearch(tmp_path, "trial", str(EXAMPLES / "comm_point.yaml"), "--steps", "2", "--json")
+    point = (EXAMPLES / "comm_point.yaml").read_text().replace("train_size: 2000, eval_size: 400",
+                                                               "train_size: 64, eval_size: 32")
+    assert "train_size: 64" in point  # a small copy: the cache of 2,400 images is not what is tested
+    (tmp_path / "point.yaml").write_text(point)
+    done = vlmsearch(tmp_path, "trial", "point.yaml", "--steps", "2", "--json")
     assert done.returncode == 0, done.stderr
     shown = set(re.findall(r"\(([0-9a-f]{16})\)", done.stdout + done.stderr))
     result = done.stdout.strip().splitlines()[-1]

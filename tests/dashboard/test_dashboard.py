@@ -23,6 +23,9 @@ from dashboard.server import stop_server
 from storage import ResultsStore
 from tests.dashboard.conftest import Study, free_port, vlmsearch
 
+# one test process runs every test of the session's `finished_study`, so it is run once, not twice
+pytestmark = pytest.mark.xdist_group("finished_study")
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 

@@ -11,6 +11,8 @@ from tests.dashboard.conftest import Study, vlmsearch
 from tests.dashboard.test_dashboard import _browser, _shots, _wait_for, dashboard
 from tests.search_space.analysis.grids import FACTORIAL_SPACE, fill, planted
 
+pytestmark = pytest.mark.xdist_group("reported")  # one process: the module's study is reported once
+
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory: pytest.TempPathFactory) -> Study:

@@ -25,6 +25,7 @@ from tests.dashboard.conftest import SPACE, Study, free_port, vlmsearch
 from tests.dashboard.mlflow_view import assert_mirrors_store, logged, sample_results
 
 
+@pytest.mark.xdist_group("finished_study")  # the study is run once (test_dashboard.py)
 def test_a_finished_study_mirrors_the_results_store(finished_study: Study) -> None:
     seen = assert_mirrors_store(finished_study.tracking, finished_study.storage)
     assert len(seen.children) == 6
@@ -48,6 +49,7 @@ def test_a_finished_study_mirrors_the_results_store(finished_study: Study) -> No
     assert page.count('class="front"') == len(front)
 
 
+@pytest.mark.xdist_group("finished_study")  # the study is run once (test_dashboard.py)
 def test_each_child_holds_its_point_params_and_steps(finished_study: Study) -> None:
     client = MlflowClient(finished_study.tracking)
     seen = logged(finished_study.tracking)

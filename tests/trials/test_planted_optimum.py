@@ -5,16 +5,15 @@ reader; trials/data/skill_experts.py) and the probe asks exactly those three ski
 accurate subset is known: all three experts. With its default settings (TPE, no early stopping,
 16 trials) the search must put a colour+shape+reader design on the front as its most accurate
 design, and only designs with the reader read the digits. Then `vlmsearch report` must rank each
-skill's own expert first (fANOVA), and `vlmsearch validate` must report Kendall's tau.
-Measured, seed 0 (309 s on 2 idle cores, report and validation included): colour+shape+reader
-0.977 (small_text 0.93) on the front; report: color -> expert:colour, shape -> expert:shape,
-small_text -> expert:reader; validation of the front (5 designs) at 1.5x: tau 0.949. Seeds 1-3 by hand
-(docs/BENCHMARKS.md): on seed 1 the search never drew the three experts together in 16 trials
-(its best: colour+reader 0.823), so (a) fails there; on seeds 2 and 3 the triple was drawn and
-led (0.983, 0.987) and (a)-(c) held, under channel_concat as well as sequence_concat:
-channel_concat's pooling does NOT lose the reader here (each of the four digit slots lands in
-its own cell of the pooled 2x2 grid), and its 4-token triple alone made the front, which is why
-(d) checks tau's size only on a front of three or more designs.
+skill's own expert first (fANOVA) and give an expert the strongest adjusted effect on accuracy
+(OLS), and `vlmsearch validate` must report Kendall's tau and confirm the front's accuracy.
+Measured, seed 0 (2026-12-04, in CI beside the other tests: 407 s): colour+shape+reader 0.978
+(small_text 0.94) on the front; report: color -> expert:colour, shape -> expert:shape,
+small_text -> expert:reader; the front and top 2 (three colour+shape+reader designs) at 1.5x:
+0.978 -> 0.975, 0.975 -> 0.972, 0.975 -> 0.975. The search's random start tries every subset
+once (trials/search/balanced.py); before it, seed 1 never drew the three experts together in 16
+trials. Seeds 1-3 by hand: docs/BENCHMARKS.md. channel_concat's pooling does NOT lose the reader
+here (each of the four digit slots lands in its own cell of the pooled 2x2 grid).
 Other seeds (data, training and search seed together):
 `VLMSEARCH_PLANTED_SEEDS=0,1,2,3 pytest tests/trials/test_planted_optimum.py -rP`.
 """
@@ -109,7 +108,8 @@ PLANTED_SKILLS = {"accuracy/color": "expert:colour", "accuracy/shape": "expert:s
 
 def check_report(tmp_path: Path, summary: str) -> None:
     """(c) `vlmsearch report` ranks the planted factors first: by fANOVA, each skill's own expert
-    is the most important factor for that skill, and expert presence leads on accuracy."""
+    is the most important factor for that skill, and an expert's presence has the strongest
+    adjusted effect on accuracy."""
     ran = vlmsearch(tmp_path, "report", "--study", "planted", "--format", "json", "--tracking", "none",
                     "--similarity-images", "32", timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -121,15 +121,31 @@ def check_report(tmp_path: Path, summary: str) -> None:
     print(f"fANOVA ranking: {ranked}")
     for metric, expert in PLANTED_SKILLS.items():
         assert ranked[metric][0] == expert, shown
-    assert ranked["accuracy"][0].startswith("expert:"), shown
+    adjusted = strongest_adjusted_effect(report, set(ranked["accuracy"]))
+    print(f"strongest adjusted effect on accuracy: {adjusted}")
+    assert adjusted.startswith("expert:"), f"{shown}\nstrongest adjusted effect: {adjusted}"
     assert len(report["similarity"]) == 3 and all(r["near_duplicate"] is False for r in report["similarity"])
+
+
+def strongest_adjusted_effect(report: dict[str, Any], factors: set[str]) -> str:
+    """The factor (of `factors`) with the largest OLS effect on accuracy, the others held fixed.
+
+    On accuracy as a whole, the experts are checked by the adjusted effects, not by fANOVA: the
+    search samples adaptively, so a factor it varied only alongside the subset borrows the
+    subset's effect in a forest fit (seed 3: every colour+shape+reader trial was sequence_concat,
+    and fANOVA ranked fusion first), while the OLS effects hold the experts fixed."""
+    effects = [r for r in report["effects"] if r["metric"] == "accuracy" and r["factor"] in factors
+               and r["coef"] is not None]
+    return max(effects, key=lambda r: abs(r["coef"]))["factor"]
 
 
 def check_validation(tmp_path: Path, summary: str) -> None:
     """(d) `vlmsearch validate` re-trains the front (and the top 2) at 1.5x the budget, one seed
-    (CI's time), and reports Kendall tau: a number wherever the designs' search values differ,
-    and >= 0.6 when the front spans three or more designs (the planted designs differ by far more
-    than a budget can reorder; a front of one or two ties has no ranking to check)."""
+    (CI's time), and reports Kendall tau: a number wherever the designs' search values differ.
+    Its size is not asked here: the front and the top 2 are colour+shape+reader designs within a
+    few questions of each other (seed 0: 0.978, 0.975, 0.975), whose order is seed noise (tau
+    0.5 on seed 0, -1.0 on seed 1); what must hold is their accuracy, each within 0.05 of its
+    search value at the larger budget. Tau over spread designs is measured in BENCHMARKS."""
     ran = vlmsearch(tmp_path, "validate", "--study", "planted", "--top", "2", "--seeds", "1",
                     "--budget-factor", "1.5", "--format", "json", "--tracking", "none", timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -142,5 +158,5 @@ def check_validation(tmp_path: Path, summary: str) -> None:
     shown = f"{summary}\n{measured}"
     assert validation["steps"] == 450 and any(d["front"] for d in designs), shown
     assert tau is not None or len({d["search"]["accuracy"] for d in designs}) < 2, shown
-    if sum(d["front"] for d in designs) >= 3:
-        assert tau >= 0.6, shown
+    assert all(abs(d["validation"]["accuracy"]["mean"] - d["search"]["accuracy"]) <= 0.05
+               for d in designs), shown
