@@ -142,10 +142,12 @@ def strongest_adjusted_effect(report: dict[str, Any], factors: set[str]) -> str:
 def check_validation(tmp_path: Path, summary: str) -> None:
     """(d) `vlmsearch validate` re-trains the front (and the top 2) at 1.5x the budget, one seed
     (CI's time), and reports Kendall tau: a number wherever the designs' search values differ.
-    Its size is not asked here: the front and the top 2 are colour+shape+reader designs within a
-    few questions of each other (seed 0: 0.978, 0.975, 0.975), whose order is seed noise (tau
-    0.5 on seed 0, -1.0 on seed 1); what must hold is their accuracy, each within 0.05 of its
-    search value at the larger budget. Tau over spread designs is measured in BENCHMARKS."""
+    What must hold is the planted answer: each colour+shape+reader design keeps its accuracy
+    (within 0.05; they plateau by 300 steps) and stays above every other validated design. Tau's
+    size is not asked: the front and top 2 are mostly colour+shape+reader designs a few questions
+    apart, whose order is seed noise (tau 0.50, -1.0, -0.33 on seeds 0-2), and a weaker design on
+    the front may gain from the longer budget (seed 3: colour+reader 0.750 -> 0.817; tau 0.85).
+    Tau over spread designs is measured in BENCHMARKS."""
     ran = vlmsearch(tmp_path, "validate", "--study", "planted", "--top", "2", "--seeds", "1",
                     "--budget-factor", "1.5", "--format", "json", "--tracking", "none", timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -158,5 +160,9 @@ def check_validation(tmp_path: Path, summary: str) -> None:
     shown = f"{summary}\n{measured}"
     assert validation["steps"] == 450 and any(d["front"] for d in designs), shown
     assert tau is not None or len({d["search"]["accuracy"] for d in designs}) < 2, shown
-    assert all(abs(d["validation"]["accuracy"]["mean"] - d["search"]["accuracy"]) <= 0.05
-               for d in designs), shown
+    planted = [d for d in designs if set(d["subset"]) == set(BEST)]
+    others = [d["validation"]["accuracy"]["mean"] for d in designs if d not in planted]
+    assert planted, shown
+    for d in planted:
+        assert abs(d["validation"]["accuracy"]["mean"] - d["search"]["accuracy"]) <= 0.05, shown
+        assert all(d["validation"]["accuracy"]["mean"] > other for other in others), shown
