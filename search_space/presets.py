@@ -6,9 +6,12 @@ so it lives here, torch-free. `trials` builds each preset from `config` with the
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from search_space.errors import InvalidDesign
@@ -234,16 +237,27 @@ def expert_info(source: str) -> ExpertInfo | None:
         return PRESETS.get(source)
     if source in KNOWN_CHECKPOINTS:
         return KNOWN_CHECKPOINTS[source]
-    config_file = Path(source).expanduser() / "config.json"
-    if config_file.is_file():
-        config = read_config(config_file)
-        try:
-            return info_from_config(config)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{config_file} lacks what its family needs ({type(exc).__name__}: {exc}); "
-                             "is it a complete HF config.json? Save the model again with "
-                             "save_pretrained") from None
-    return None
+    config_file = os.path.join(os.path.expanduser(source), "config.json")  # not pathlib: called often
+    try:
+        stat = os.stat(config_file)
+    except (OSError, ValueError):
+        return None
+    if not S_ISREG(stat.st_mode):
+        return None
+    return _local_info(config_file, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _local_info(config_file: str, mtime_ns: int, size: int) -> ExpertInfo:
+    """A local checkpoint's geometry, read once per version of its config.json (a space's cost
+    model asks for it thousands of times); errors are not cached."""
+    config = read_config(Path(config_file))
+    try:
+        return info_from_config(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{config_file} lacks what its family needs ({type(exc).__name__}: {exc}); "
+                         "is it a complete HF config.json? Save the model again with "
+                         "save_pretrained") from None
 
 
 def read_config(file: Path) -> dict[str, Any]:

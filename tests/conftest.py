@@ -65,13 +65,16 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the extended tier (tests/extended.py) before `-m` selects; a listed prefix that no
-    collected test starts with is an error when the whole suite is collected."""
-    from tests.extended import is_extended, unmatched
+    """Mark the extended tier (tests/extended.py) before `-m` selects and put the longest tests
+    first (tests/extended.py's RUN_FIRST: with two workers, none is left running one alone at the
+    end); a listed prefix that no collected test starts with is an error when the whole suite is
+    collected."""
+    from tests.extended import first_rank, is_extended, unmatched
 
     for item in items:
         if is_extended(item.nodeid):
             item.add_marker(pytest.mark.extended)
+    items.sort(key=lambda item: first_rank(item.nodeid))  # stable: the rest keep their order
     whole = not config.args or config.args == [str(ROOT / "tests")] or config.args == ["tests"]
     missing = unmatched([item.nodeid for item in items]) if whole else []
     if missing:
