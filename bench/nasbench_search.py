@@ -1,27 +1,28 @@
-"""Search efficiency on NAS-Bench-201 (data nobody here wrote): vlmsearch's samplers against
-random search, side by side, measured against the true Pareto front.
+"""Search efficiency on tables nobody here wrote (NAS-Bench-201 on CIFAR-10, CIFAR-100 and
+ImageNet16-120; HPOBench; HPOLib; bench/tables.py): vlmsearch's samplers against random search,
+side by side, measured against each table's true Pareto front.
 
-    python bench/nasbench_search.py [--space examples/nasbench201.yaml] [--seeds 10]
-                                    [--trials 200] [--methods defaults tpe nsga2 gp random]
+    python bench/nasbench_search.py [--tables nb201-cifar10 ...] [--seeds 10] [--trials 200]
+                                    [--methods defaults tpe nsga2 gp random] [--record F] [--quick]
 
-The space is the YAML's (six cell operations, accuracy vs latency). Each (method, seed) runs one
+Each table is a space YAML of examples/ (two objectives). Each (table, method, seed) runs one
 search of `--trials` trials through vlmsearch's own machinery, in process: the compiled space
 sampled by Optuna's define-by-run ask (`OptunaDraw`), the sampler built by vlmsearch's sampler
-registry from the YAML's `search:` settings, each point evaluated by the `nasbench201` evaluator
+registry from the YAML's `search:` settings, each point evaluated by the space's evaluator
 (`trials.train.run_trial`, one training seed per design, as a real search sees), repeats of an
 already-trained design reused as `vlmsearch run` does (`StudyState`), and the study told the
-objective values. Methods:
+objective values. `--quick` is a smoke run (2 seeds, 25 trials, random and defaults). Methods:
 
 - `defaults`: vlmsearch's `sampler: tpe` (multivariate, grouped, constant liar, its start-up count)
 - `tpe`: Optuna's TPESampler with its own defaults
 - `nsga2`, `gp`, `random`: vlmsearch's registry entries for those names
 
-Score: the hypervolume of the designs found so far, each at its mean accuracy over the
-benchmark's training seeds (its expected value, not the lucky draw the search saw), divided by
-the hypervolume of the true front (all 15,625 cells enumerated), with one reference point for
-both (the worst mean accuracy and the worst latency of any cell). Printed after 25/50/100/200
-trials as mean +- standard error over seeds, with the trials each run needed to reach 95% of the
-true hypervolume, and the ratio of each method to random search.
+Score (bench/tables.py): the hypervolume of the designs found so far, each at its mean values
+over the benchmark's training seeds (its expected value, not the draw the search saw), divided by
+the hypervolume of the true front (every configuration enumerated), one reference point per table
+(the worst mean of each objective). Printed per table after 25/50/100/200 trials as mean +-
+standard error over seeds, with the trials each run needed to reach 95% of the true
+hypervolume, and each method paired by seed against random search.
 """
 
 from __future__ import annotations
@@ -36,47 +37,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tables import TABLES, Scorer
+
 CHECKPOINTS = (25, 50, 100, 200)
 TARGET = 0.95
-
-
-def true_table(dataset: str) -> tuple[dict[str, tuple[float, float]], list[str]]:
-    """Mean accuracy (fraction) and latency (ms) of every cell, keyed by its 6-digit op index."""
-    from search_space import NB201_OPS
-    from trials import nasbench201_table
-
-    bench = nasbench201_table(dataset)
-    means = {}
-    for key, values in bench._dataset.items():
-        means[key] = (float(np.mean(values["val_acc"])) / 100.0, float(np.mean(values["latency"])) * 1000.0)
-    return means, list(NB201_OPS)
-
-
-def minimized(points: list[tuple[float, float]]) -> np.ndarray:
-    return np.array([(-a, lat) for a, lat in points], dtype=float).reshape(-1, 2)
-
-
-class Scorer:
-    def __init__(self, dataset: str) -> None:
-        from search_space import hypervolume
-
-        self.hv = hypervolume
-        self.means, self.ops = true_table(dataset)
-        every = minimized(list(self.means.values()))
-        self.reference = every.max(axis=0)  # worst accuracy, worst latency
-        self.best = self.hv(every, self.reference)
-
-    def key(self, parameters: dict) -> str:
-        return "".join(str(self.ops.index(parameters[f"op{i}"])) for i in range(6))
-
-    def ratio(self, designs: list[dict]) -> float:
-        points = minimized([self.means[self.key(p)] for p in designs])
-        return self.hv(points, self.reference) / self.best
+QUICK = {"seeds": 2, "trials": 25, "methods": ["random", "defaults"]}
 
 
 def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
@@ -186,28 +154,38 @@ def paired(runs: dict[str, list[dict]], points: list[int], trials: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="examples/nasbench201.yaml")
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=["random", "defaults", "tpe", "nsga2", "gp"])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: {QUICK['seeds']} seeds, {QUICK['trials']} trials, "
+                             f"methods {' '.join(QUICK['methods'])} (on the tables given)")
     parser.add_argument("--record", default=None,
                         help="a JSON-lines file each finished run is appended to (a run already "
                              "in it is not repeated); the report then covers every run in it")
     args = parser.parse_args()
 
+    if args.quick:
+        args.seeds, args.trials, args.methods = QUICK["seeds"], QUICK["trials"], QUICK["methods"]
     import optuna
 
-    from search_space import load
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    loaded = load(args.space)
-    scorer = Scorer(str(loaded.space.parameters["dataset"]))
-    print(f"NAS-Bench-201 {loaded.space.parameters['dataset']}: true front hypervolume "
-          f"{scorer.best:.6g} (reference: accuracy {-scorer.reference[0]:.4f}, latency "
-          f"{scorer.reference[1]:.3f} ms); {args.trials} trials x {args.seeds} seeds per method")
     record = Path(args.record) if args.record else None
     done = [json.loads(line) for line in record.read_text().splitlines()] \
         if record and record.exists() else []
+    for name in args.tables:
+        scorer = Scorer(name)
+        print(f"\n{scorer.describe()}; true front hypervolume {scorer.best:.6g}; "
+              f"{args.trials} trials x {args.seeds} seeds per method")
+        runs = search_table(scorer, args, [r for r in done if r.get("table", "nb201-cifar10") == name],
+                            record)
+        report({m: runs[m] for m in [*args.methods, *runs] if m in runs}, args.trials)
+
+
+def search_table(scorer: Scorer, args: argparse.Namespace, done: list[dict],
+                 record: Path | None) -> dict[str, list[dict]]:
+    """Every (method, seed) of one table: those in the record reused, the others run."""
     runs: dict[str, list[dict]] = {}
     for run in done:
         if len(run["ratios"]) >= args.trials:
@@ -216,15 +194,15 @@ def main() -> None:
         for seed in range(args.seeds):
             if any(r["seed"] == seed for r in runs.get(method, [])):
                 continue
-            run = {"method": method, "seed": seed, **one_search(loaded, method, seed, args.trials, scorer)}
+            run = {"table": scorer.name, "method": method, "seed": seed,
+                   **one_search(scorer.loaded, method, seed, args.trials, scorer)}
             runs.setdefault(method, []).append(run)
             if record:
                 with record.open("a") as handle:
                     handle.write(json.dumps(run) + "\n")
             print(f"  {method:<9} seed {seed}: @{args.trials} {run['ratios'][-1]:.4f}, to 95%: "
                   f"{trials_to(run['ratios'], TARGET)}, {run['seconds']:.1f} s", flush=True)
-    report({m: runs[m] for m in [*args.methods, *runs] if m in runs}, args.trials)
-
+    return runs
 
 if __name__ == "__main__":
     main()

