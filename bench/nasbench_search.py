@@ -3,7 +3,7 @@ ImageNet16-120; HPOBench; HPOLib; bench/tables.py): vlmsearch's samplers against
 side by side, measured against each table's true Pareto front.
 
     python bench/nasbench_search.py [--tables nb201-cifar10 ...] [--seeds 10] [--trials 200]
-                                    [--methods defaults tpe nsga2 gp random] [--record F] [--quick]
+                                    [--methods defaults random optuna-tpe ...] [--record F] [--quick]
 
 Each table is a space YAML of examples/ (two objectives). Each (table, method, seed) runs one
 search of `--trials` trials through vlmsearch's own machinery, in process: the compiled space
@@ -13,16 +13,21 @@ registry from the YAML's `search:` settings, each point evaluated by the space's
 already-trained design reused as `vlmsearch run` does (`StudyState`), and the study told the
 objective values. `--quick` is a smoke run (2 seeds, 25 trials, random and defaults). Methods:
 
-- `defaults`: vlmsearch's `sampler: tpe` (multivariate, grouped, constant liar, its start-up count)
-- `tpe`: Optuna's TPESampler with its own defaults
-- `nsga2`, `gp`, `random`: vlmsearch's registry entries for those names
+- `defaults`: vlmsearch's default sampler (the tables' YAMLs set none): `auto`
+- vlmsearch's registry entries by name: `auto`, `tpe`, `gp`, `nsga2`, `random` (`random` is
+  also the baseline every method is paired with)
+- peers with their own defaults: `optuna-tpe`, `optuna-gp`, `optuna-nsga2` (Optuna's samplers
+  as constructed with a seed alone); `smac` (SMAC3, ParEGO) and `morea` (Syne Tune) through
+  their ask/tell interfaces (bench/peers.py; `pip install -c constraints/cpu.txt -r
+  bench/requirements-peers.txt`)
 
 Score (bench/tables.py): the hypervolume of the designs found so far, each at its mean values
 over the benchmark's training seeds (its expected value, not the draw the search saw), divided by
 the hypervolume of the true front (every configuration enumerated), one reference point per table
 (the worst mean of each objective). Printed per table after 25/50/100/200 trials as mean +-
 standard error over seeds, with the trials each run needed to reach 95% of the true
-hypervolume, and each method paired by seed against random search.
+hypervolume, each method paired by seed against random search, and `defaults` paired with the
+best peer (highest mean) at each checkpoint.
 """
 
 from __future__ import annotations
@@ -40,17 +45,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from peers import PEERS, peer_sampler, version
 from tables import TABLES, Scorer
 
 CHECKPOINTS = (25, 50, 100, 200)
 TARGET = 0.95
 QUICK = {"seeds": 2, "trials": 25, "methods": ["random", "defaults"]}
+# Optuna's samplers with their own defaults (vlmsearch's registry entries of the same kinds are
+# `tpe`, `gp`, `nsga2`: start-up, grouping and population chosen by vlmsearch)
+OPTUNA_PEERS = {
+    "optuna-tpe": lambda seed: __import__("optuna").samplers.TPESampler(seed=seed),
+    "optuna-gp": lambda seed: __import__("optuna").samplers.GPSampler(seed=seed),
+    "optuna-nsga2": lambda seed: __import__("optuna").samplers.NSGAIISampler(seed=seed),
+}
+PEER_METHODS = {"random", *OPTUNA_PEERS, *PEERS}  # not vlmsearch's: what `defaults` is measured against
 
 
 def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
+    from search_space import SAMPLERS
     from trials import SearchSpec
 
-    sampler = "tpe" if method in ("defaults", "tpe") else method
+    # the tables' YAMLs leave `sampler:` out, so theirs is vlmsearch's default
+    default = loaded.space.search.sampler
+    sampler = default if method == "defaults" else method if method in SAMPLERS else "random"
     space = loaded.space.model_copy(update={"search": loaded.space.search.model_copy(
         update={"sampler": sampler, "seed": seed, "trials": trials, "concurrency": 1})})
     return SearchSpec(study=f"{method}-{seed}", space=space, space_yaml="", trials=trials,
@@ -60,14 +77,20 @@ def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
 def sampler_of(method: str, spec):
     import optuna
 
+    from search_space import OptunaDraw, compile_space
     from trials import OPTUNA_SAMPLERS
 
-    if method == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.space.search.seed)
-    from search_space import compile_space
-
-    subsets = len(compile_space(spec.space).subsets)  # as the backends pass it (1: no expert pool)
-    return OPTUNA_SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, spec.space.search.seed, subsets)
+    seed = spec.space.search.seed
+    if method in OPTUNA_PEERS:
+        return OPTUNA_PEERS[method](seed)
+    compiled = compile_space(spec.space)
+    if method in PEERS:  # the space's distributions, as one define-by-run draw records them
+        probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        compiled.sample(OptunaDraw(probe))
+        return peer_sampler(method, probe.distributions, [o.direction for o in spec.space.objectives],
+                            seed, spec.trials)
+    subsets = len(compiled.subsets)  # as the backends pass it (1: no expert pool)
+    return OPTUNA_SAMPLERS.get(spec.space.search.sampler)(spec.trials, 0, seed, subsets)
 
 
 def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> dict:
@@ -106,7 +129,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def report(runs: dict[str, list[dict]], trials: int) -> None:
+def report(runs: dict[str, list[dict]], trials: int) -> dict[int, bool] | None:
     points = [c for c in CHECKPOINTS if c <= trials]
     print("\nhypervolume / true front's hypervolume (mean +- s.e. over seeds); trials to reach 95% "
           "(median, and how many runs reached it)")
@@ -130,6 +153,26 @@ def report(runs: dict[str, list[dict]], trials: int) -> None:
             gaps = [(1 - table[method][c]) / max(1e-12, 1 - table["random"][c]) for c in points]
             print(f"{method:<16}" + "".join(f"{g:>18.2f}" for g in gaps))
         paired(runs, points, trials)
+    return versus_best_peer(runs, points)
+
+
+def versus_best_peer(runs: dict[str, list[dict]], points: list[int]) -> dict[int, bool] | None:
+    """`defaults` against the peer with the highest mean at each checkpoint, paired by seed;
+    ahead (True) when the mean paired difference is >= 0."""
+    peers = [m for m in runs if m in PEER_METHODS]
+    if "defaults" not in runs or not peers:
+        return None
+    mine = {r["seed"]: r["ratios"] for r in runs["defaults"]}
+    print("\ndefaults - the best peer at each checkpoint, paired by seed (mean +- s.e., seeds ahead)")
+    ahead = {}
+    for c in points:
+        best = max(peers, key=lambda m: statistics.fmean(r["ratios"][c - 1] for r in runs[m]))
+        diff = [mine[r["seed"]][c - 1] - r["ratios"][c - 1] for r in runs[best] if r["seed"] in mine]
+        m, se = mean_se(diff)
+        ahead[c] = m >= 0
+        print(f"  @{c:<4} vs {best:<13} {m:+.4f} +- {se:.4f} ({sum(d >= 0 for d in diff)}/{len(diff)})"
+              f"  {'ahead' if ahead[c] else 'behind'}")
+    return ahead
 
 
 def paired(runs: dict[str, list[dict]], points: list[int], trials: int) -> None:
@@ -157,7 +200,8 @@ def main() -> None:
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--methods", nargs="+", default=["random", "defaults", "tpe", "nsga2", "gp"])
+    parser.add_argument("--methods", nargs="+", default=["random", "defaults", "optuna-tpe", "optuna-nsga2",
+                                                         "smac", "morea"])
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run: {QUICK['seeds']} seeds, {QUICK['trials']} trials, "
                              f"methods {' '.join(QUICK['methods'])} (on the tables given)")
@@ -174,13 +218,22 @@ def main() -> None:
     record = Path(args.record) if args.record else None
     done = [json.loads(line) for line in record.read_text().splitlines()] \
         if record and record.exists() else []
+    used = [m for m in args.methods if m in PEERS]
+    if used:
+        print("peers: " + ", ".join(f"{m} ({version(m)})" for m in used))
+    summary: dict[str, dict[int, bool] | None] = {}
     for name in args.tables:
         scorer = Scorer(name)
         print(f"\n{scorer.describe()}; true front hypervolume {scorer.best:.6g}; "
               f"{args.trials} trials x {args.seeds} seeds per method")
         runs = search_table(scorer, args, [r for r in done if r.get("table", "nb201-cifar10") == name],
                             record)
-        report({m: runs[m] for m in [*args.methods, *runs] if m in runs}, args.trials)
+        summary[name] = report({m: runs[m] for m in [*args.methods, *runs] if m in runs}, args.trials)
+    ahead = {n: a for n, a in summary.items() if a}
+    if len(ahead) > 1:
+        print("\ndefaults at least as good as the best peer (paired mean), tables of "
+              f"{len(ahead)}: " + ", ".join(f"@{c} {sum(a[c] for a in ahead.values())}"
+                                             for c in next(iter(ahead.values()))))
 
 
 def search_table(scorer: Scorer, args: argparse.Namespace, done: list[dict],

@@ -220,7 +220,7 @@ class SeedPoint(Frozen):
 
 class SearchConfig(Frozen):
     backend: Annotated[str, registered(BACKENDS)] = "optuna"
-    sampler: Annotated[str, registered(SAMPLERS)] = "tpe"
+    sampler: Annotated[str, registered(SAMPLERS)] = "auto"
     trials: PositiveInt = 20
     concurrency: PositiveInt = 1
     early_stopping: EarlyStopping = EarlyStopping()

@@ -42,6 +42,7 @@ BACKENDS.register("ray", Backend(joins_cluster=True),
                   "Ray Tune with Optuna's sampler; local or a cluster (--ray-address)")
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")
+SAMPLERS.register("auto", Sampler(), "by the space: FlatBO (GPs, EHVI) where flat, tpe where conditional")
 SAMPLERS.register("tpe", Sampler(), "TPE (multivariate, grouped for conditional parameters)")
 SAMPLERS.register("nsga2", Sampler(), "NSGA-II")
 SAMPLERS.register("random", Sampler(), "uniform random")

@@ -19,6 +19,8 @@ _WHERE = {  # public name -> "module" (the same name there) or "module:attribute
     "load_llava": "trials.data.llava", "image_problem": "trials.data.llava",
     "read_records": "trials.data.records", "record_column": "trials.data.records:column",
     "nasbench201_table": "trials.evaluators.nasbench201:table",
+    "HPO_TABLE_KINDS": "trials.evaluators.hpo_tables:KINDS",
+    "hpo_table": "trials.evaluators.hpo_tables:table", "hpo_table_key": "trials.evaluators.hpo_tables:key",
     # the resource model against the built VLM (bench/resource_model.py)
     # one connector on its own (bench/operators.py)
     "build_fusion": "trials.vlm.fusion", "Features": "trials.vlm.reduce", "out_width": "trials.vlm.experts",

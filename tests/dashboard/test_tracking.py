@@ -32,7 +32,7 @@ def test_a_finished_study_mirrors_the_results_store(finished_study: Study) -> No
     client = MlflowClient(finished_study.tracking)
     parent = seen.parents[0]
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["search.sampler"] == "tpe" and parent.data.params["search.trials"] == "6"
+    assert parent.data.params["search.sampler"] == "auto" and parent.data.params["search.trials"] == "6"
     files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert files == {"space.yaml", "pareto.csv", "pareto.png", "pareto.html"}
     history = client.get_metric_history(parent.info.run_id, "hypervolume")

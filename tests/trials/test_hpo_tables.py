@@ -64,7 +64,7 @@ def test_every_table_example_loads_and_starts_with_its_command(example: str) -> 
 @pytest.mark.slow
 def test_the_harness_quick_mode_reports_every_table_asked(tmp_path: Path) -> None:
     """`bench/nasbench_search.py --quick` (the smoke run CI makes): per table, its true front,
-    a row per method, the paired comparison; and the record it appends holds one line per run,
+    a row per method, the paired comparisons; and the record it appends holds one line per run,
     which a second call reuses instead of searching again."""
     import json
     import subprocess
@@ -77,7 +77,8 @@ def test_the_harness_quick_mode_reports_every_table_asked(tmp_path: Path) -> Non
     for table in ("nb201-cifar10: 15625 configurations", "hpobench-australian: 30000 configurations"):
         assert table in first.stdout
     assert first.stdout.count("\nrandom         2") == 2 and first.stdout.count("\ndefaults       2") == 2
-    assert first.stdout.count("paired by seed") == 2
+    assert first.stdout.count("paired by seed, method - random") == 2
+    assert first.stdout.count("defaults - the best peer") == 2  # (random, the one peer here)
     runs = [json.loads(line) for line in record.read_text().splitlines()]
     assert sorted((r["table"], r["method"], r["seed"]) for r in runs) == sorted(
         (t, m, s) for t in ("nb201-cifar10", "hpobench-australian") for m in ("random", "defaults")

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from common import STOPPED, Backoff, one_at_a_time, recorder_alive, recorder_id, redact_url, sqlite_path
 from search_space import Failure, Sinks, TrialConfig, TrialResult, result_from_json
 from trials.search.backend import SearchBackend
+from trials.search.ctrl_c import CtrlC
 from trials.search.optuna_study import GRACE_S, HEARTBEAT_S, RECORDER, Heartbeat, dead_running, rdb_storage
 from trials.search.samplers import PRUNERS
 from trials.search.study import SearchError, SearchSpec, StudyState, objective_values
@@ -226,26 +227,28 @@ class OptunaBackend(SearchBackend):
         running: dict[Future[TrialResult], _Running] = {}
         beat = Heartbeat(study)
         try:
-            while True:
-                wake.flag.clear()  # (what arrives from here on wakes the wait below at once)
-                self.handle_events(wake.reports, running)
-                for future in [f for f in running if f.done()]:
-                    self.collect(study, running.pop(future), future)
-                    beat.set(running.values())
-                while len(running) < self.spec.concurrency and self.open_slots(study) > 0:
-                    started = self.start(study, pool, manager, wake.events)
-                    if started:
-                        started[0].add_done_callback(lambda _: wake.flag.set())
-                        running[started[0]] = started[1]
+            with CtrlC() as ctrl_c:
+                while True:
+                    ctrl_c.check()  # one whose first raise Python dropped (see trials.search.ctrl_c)
+                    wake.flag.clear()  # (what arrives from here on wakes the wait below at once)
+                    self.handle_events(wake.reports, running)
+                    for future in [f for f in running if f.done()]:
+                        self.collect(study, running.pop(future), future)
                         beat.set(running.values())
-                if not running:
-                    if self.db.call(lambda: self.finished_count(study)) >= self.spec.trials:
-                        return
-                    if self.state.exhausted():
-                        self.say(self.state.exhausted())
-                        return
-                    self.db.call(lambda: self.wait_for_others(study))  # another search runs the rest
-                wake.flag.wait(1.0)
+                    while len(running) < self.spec.concurrency and self.open_slots(study) > 0:
+                        started = self.start(study, pool, manager, wake.events)
+                        if started:
+                            started[0].add_done_callback(lambda _: wake.flag.set())
+                            running[started[0]] = started[1]
+                            beat.set(running.values())
+                    if not running:
+                        if self.db.call(lambda: self.finished_count(study)) >= self.spec.trials:
+                            return
+                        if self.state.exhausted():
+                            self.say(self.state.exhausted())
+                            return
+                        self.db.call(lambda: self.wait_for_others(study))  # another search runs the rest
+                    wake.flag.wait(1.0)
         except KeyboardInterrupt:
             self.interrupt(study, pool, running)
             raise

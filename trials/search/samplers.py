@@ -11,7 +11,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search_space import Registry
+from trials.search.auto import AutoSampler
 from trials.search.balanced import BalancedStartup
+from trials.search.flat_bo import FlatBO
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,10 +40,20 @@ class GridSampler(optuna.samplers.GridSampler):
         return None
 
 
+def _tpe_model(seed: int | None, n: int) -> optuna.samplers.TPESampler:
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                      n_startup_trials=n)
+
+
 def _tpe(trials: int, _: int, seed: int | None, subsets: int) -> optuna.samplers.BaseSampler:
     n = _startup(trials, subsets)
-    return BalancedStartup(optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=n), n, seed)
+    return BalancedStartup(_tpe_model(seed, n), n, seed)
+
+
+def _auto(trials: int, _: int, seed: int | None, subsets: int) -> optuna.samplers.BaseSampler:
+    """FlatBO on a flat space, `tpe` on a conditional one (trials/search/auto.py); the same start."""
+    n = _startup(trials, subsets)
+    return BalancedStartup(AutoSampler(FlatBO(seed=seed), _tpe_model(seed, n)), n, seed)
 
 
 def _gp(trials: int, _: int, seed: int | None, subsets: int) -> optuna.samplers.BaseSampler:
@@ -49,6 +61,7 @@ def _gp(trials: int, _: int, seed: int | None, subsets: int) -> optuna.samplers.
     return BalancedStartup(optuna.samplers.GPSampler(seed=seed, n_startup_trials=n), n, seed)
 
 
+SAMPLERS.register("auto", _auto)
 SAMPLERS.register("tpe", _tpe)
 SAMPLERS.register("nsga2", lambda trials, _, seed, __: optuna.samplers.NSGAIISampler(
     seed=seed, population_size=max(4, min(50, trials // 3))))
