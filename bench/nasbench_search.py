@@ -44,6 +44,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# one BLAS thread a search: two harness processes on two cores otherwise oversubscribe them
+# (a 200-trial FlatBO search took 511 s beside another run, 73 s for 150 trials alone)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from peers import PEERS, peer_sampler, version
 from tables import TABLES, Scorer

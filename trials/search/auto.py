@@ -1,6 +1,6 @@
 """The `auto` sampler: chooses its model by the space the study has drawn so far.
 
-Flat (every complete trial drew the same parameters: a table's grid, a VLM space without an
+Flat (every trial so far drew the same parameters: a table's grid, a VLM space without an
 expert pool or conditional fusion) -> FlatBO (trials/search/flat_bo.py: GPs and EHVI over untried
 candidates; on NAS-Bench-201 it needs about half the trials TPE needs, docs/BENCHMARKS.md).
 Conditional (an expert pool: each subset draws its own experts' parameters, each fusion kind its
@@ -33,8 +33,11 @@ class AutoSampler(optuna.samplers.BaseSampler):
         self._chosen: dict[int, optuna.samplers.BaseSampler] = {}
 
     def model_for(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return self.flat if complete and is_flat(complete) else self.conditional
+        # every trial that drew its parameters, whatever became of it: with MO-ASHA most are
+        # pruned, and two complete ones of the same subset and fusion do not make a space flat
+        drawn = [t for t in study.get_trials(deepcopy=False) if t.distributions]
+        complete = [t for t in drawn if t.state == TrialState.COMPLETE]
+        return self.flat if complete and is_flat(drawn) else self.conditional
 
     def _of(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         return self._chosen.get(trial.number, self.conditional)

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from trials.search.flat_candidates import Encoder, candidates
 
 __all__ = ["FlatBO", "expected_hvi"]
+SPAN = 100.0  # a column spanning more than this many times is compared in ratios (`_Columns`)
 MARGIN = 0.1  # the reference point: the worst value seen, and this much of the range beyond
 # ML-II from the last fit and two random starts: from the last fit alone, one NAS-Bench-201 seed
 # kept latency's length scale at 0.15 (no correlation: every candidate at the mean) and stalled
@@ -71,9 +72,9 @@ class FlatBO(optuna.samplers.BaseSampler):
         t = columns.forward(y)                                                     # (n, m)
         if y.shape[1] > 2:  # one scalarised objective, modelled and improved as it is
             t = _scalarised(t, self._rng)                                          # (n, 1)
-            y, to_raw = t, None
-        else:  # modelled transformed, the hypervolume improvement measured in raw units
-            y, to_raw = (y - columns.mean) / columns.scale, columns.raw
+            y, to_units = t, None
+        else:  # modelled transformed, the improvement measured in raw units (or ratios: `_Columns`)
+            y, to_units = columns.measure(y), columns.measured
         on_front = _front_mask(y)
         front = [c.params for c, on in zip(complete, on_front, strict=True) if on]
         pool = candidates(encoder, front, drawn, self.n_candidates, self._rng)
@@ -82,7 +83,7 @@ class FlatBO(optuna.samplers.BaseSampler):
         x, xc = encoder.encode([c.params for c in complete]), encoder.encode(pool)  # (n, d), (c, d)
         mean, std = self._predict(x, t, xc)                                        # (c, m') each
         z = self._rng.standard_normal((self.n_samples, t.shape[1]))                # (s, m')
-        score = expected_hvi(mean, std, y[on_front], _reference(y), z, to_raw)     # (c,)
+        score = expected_hvi(mean, std, y[on_front], _reference(y), z, to_units)     # (c,)
         if not np.any(score > 0):  # nothing improves in any sample: the most optimistic bound
             score = -(mean - 2.0 * std).sum(axis=1)
         return pool[int(np.argmax(score))]
@@ -118,16 +119,21 @@ class FlatBO(optuna.samplers.BaseSampler):
 
 class _Columns:
     """Each objective column through a power transform, standardised (order kept, so dominance
-    is), and back: the GPs model the transformed values, the hypervolume is measured in raw ones."""
+    is), and back: the GPs model the transformed values; the hypervolume improvement is measured
+    in raw units (standardised), except for a column spanning more than `SPAN` times from its
+    smallest magnitude to its largest (a loss from 1e-5 to 1, a training time from seconds to
+    hours), which is compared in ratios, as its log axis shows it: in transformed units."""
 
     def __init__(self, y: np.ndarray) -> None:
         from sklearn.preprocessing import PowerTransformer
 
         self.mean, self.scale = y.mean(axis=0), np.maximum(y.std(axis=0), 1e-12)
         self.fits: list[tuple[float, Any]] = []  # (sign, fitted transformer or None) per column
+        self.ratios: list[bool] = []  # per column: compared in transformed units
         for j in range(y.shape[1]):
             col = y[:, j]
             sign = 1.0 if np.all(col > 0) else -1.0 if np.all(col < 0) else 0.0
+            self.ratios.append(bool(sign) and np.abs(col).max() > SPAN * np.abs(col).min())
             fit = None
             if np.ptp(col) > 0:
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -148,13 +154,19 @@ class _Columns:
         """(n, m) raw -> transformed."""
         return np.stack([self._forward(j, *self.fits[j], y[:, j]) for j in range(y.shape[1])], axis=1)
 
-    def raw(self, t: np.ndarray) -> np.ndarray:
-        """(..., m) transformed -> raw, standardised: the inverse tabulated on [-20, 20] and
-        interpolated (monotone; beyond a Box-Cox range it stays at the range's end)."""
+    def measure(self, y: np.ndarray) -> np.ndarray:
+        """(n, m) raw -> the units the hypervolume improvement is measured in."""
+        t = self.forward(y)
+        return np.stack([t[:, j] if self.ratios[j] else (y[:, j] - self.mean[j]) / self.scale[j]
+                         for j in range(y.shape[1])], axis=1)
+
+    def measured(self, t: np.ndarray) -> np.ndarray:
+        """(..., m) transformed -> the units of `measure`: a raw column's inverse tabulated on
+        [-20, 20] and interpolated (monotone; beyond a Box-Cox range it stays at the range's end)."""
         grid = np.linspace(-20.0, 20.0, 801)
         out = np.empty_like(t)
         for j, (sign, fit) in enumerate(self.fits):
-            if fit is None:
+            if fit is None or self.ratios[j]:
                 out[..., j] = t[..., j]
                 continue
             with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -186,13 +198,13 @@ def _reference(y: np.ndarray) -> np.ndarray:
 
 
 def expected_hvi(mean: np.ndarray, std: np.ndarray, front: np.ndarray, reference: np.ndarray,
-                 z: np.ndarray, to_raw: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                 z: np.ndarray, to_units: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """(c,) the mean hypervolume improvement of c Gaussian candidates over `front` (k, m) within
     `reference`, one or two objectives (minimised), from the samples mean + std * z, z (s, m),
-    each mapped by `to_raw` (the units `front` and `reference` are in) when given."""
+    each mapped by `to_units` (the units `front` and `reference` are in) when given."""
     samples = mean[:, None, :] + std[:, None, :] * z[None, :, :]                  # (c, s, m)
-    if to_raw is not None:
-        samples = to_raw(samples)
+    if to_units is not None:
+        samples = to_units(samples)
     return _hvi(samples.reshape(-1, mean.shape[1]), front, reference).reshape(len(mean), -1).mean(axis=1)
 
 

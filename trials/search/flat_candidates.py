@@ -45,12 +45,16 @@ class Encoder:
         return np.array(scaled, dtype=float).reshape(-1, 1)
 
 
-def _uniform(d: BaseDistribution, rng: np.random.Generator) -> Any:
+def _uniform(d: BaseDistribution, rng: np.random.Generator, n: int | None = None) -> Any:
+    """One uniform draw of the distribution, or a list of `n` (drawn at once)."""
+    size = 1 if n is None else n
     if isinstance(d, CategoricalDistribution):
-        return d.choices[int(rng.integers(len(d.choices)))]
-    low, high = (math.log(d.low), math.log(d.high)) if d.log else (d.low, d.high)
-    value = rng.uniform(low, high)
-    return _snap(d, math.exp(value) if d.log else value)
+        values = [d.choices[i] for i in rng.integers(len(d.choices), size=size)]
+    else:
+        low, high = (math.log(d.low), math.log(d.high)) if d.log else (d.low, d.high)
+        drawn = rng.uniform(low, high, size=size)
+        values = [_snap(d, v) for v in (np.exp(drawn) if d.log else drawn).tolist()]
+    return values[0] if n is None else values
 
 
 def _snap(d: BaseDistribution, value: float) -> Any:
@@ -85,6 +89,7 @@ def candidates(encoder: Encoder, front: Sequence[Params], drawn: set[tuple], n: 
         for name in encoder.names:
             for value in _changes(encoder.space[name], design[name], rng):
                 add({**{k: design[k] for k in encoder.names}, name: value})
-    for _ in range(n):
-        add({name: _uniform(encoder.space[name], rng) for name in encoder.names})
+    columns = [_uniform(encoder.space[name], rng, n) for name in encoder.names]
+    for row in zip(*columns, strict=True):
+        add(dict(zip(encoder.names, row, strict=True)))
     return list(pool.values())

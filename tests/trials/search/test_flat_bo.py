@@ -50,8 +50,10 @@ def test_the_transform_keeps_order_and_comes_back() -> None:
     t = columns.forward(y)
     for j in range(2):
         assert (np.argsort(t[:, j]) == np.argsort(y[:, j])).all()
-    np.testing.assert_allclose(columns.raw(t), (y - columns.mean) / columns.scale, atol=1e-2)
-    extreme = columns.raw(np.array([[-50.0, 50.0]]))
+    assert columns.ratios == [False, True], "the latency spans orders of magnitude: compared in ratios"
+    np.testing.assert_allclose(columns.measured(t), columns.measure(y), atol=1e-2)
+    np.testing.assert_allclose(columns.measure(y)[:, 0], (y[:, 0] - columns.mean[0]) / columns.scale[0])
+    extreme = columns.measured(np.array([[-50.0, 50.0]]))
     assert np.isfinite(extreme).all(), "a sample far outside the data still maps to a number"
 
 
@@ -148,3 +150,11 @@ def test_auto_draws_exactly_what_tpe_draws_on_the_conditional_quickstart() -> No
     auto = designs("auto")
     assert auto == designs("tpe")
     assert len({repr(sorted(d.items())) for d in auto}) > 10
+
+
+def test_three_objectives_are_scalarised_and_still_draw_untried_designs() -> None:
+    study = optuna.create_study(directions=["minimize", "maximize", "minimize"], sampler=FlatBO(seed=1))
+    study.optimize(lambda t: (lambda a, b: (float(a), float(b * a % 5), float((a - b) ** 2)))(
+        t.suggest_categorical("a", list(range(5))), t.suggest_int("b", 0, 4)), n_trials=20)
+    drawn = [(t.params["a"], t.params["b"]) for t in study.trials]
+    assert len(set(drawn)) == 20
