@@ -99,7 +99,8 @@ def sampler_of(method: str, spec):
 
 
 def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> dict:
-    """One search; the ratio after each trial and the seconds it took."""
+    """One search; the ratio after each trial, the seconds it took, and the sampler's seconds
+    (ask and draw, where Optuna calls the sampler) over all trials and on each of the last ten."""
     import optuna
 
     from search_space import OptunaDraw, Sinks
@@ -109,11 +110,13 @@ def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> d
     state = StudyState(spec, Sinks([]))
     study = optuna.create_study(directions=[o.direction for o in spec.space.objectives],
                                 sampler=sampler_of(method, spec))
-    designs, ratios = [], []
+    designs, ratios, sampling = [], [], []
     start = time.perf_counter()
     for number in range(trials):
+        asked = time.perf_counter()
         trial = study.ask()
         point = state.compiled.sample(OptunaDraw(trial))
+        sampling.append(time.perf_counter() - asked)
         result = state.settled_before_training(point, number)
         if result is None:
             result = replace(run_trial(point), study=spec.study, number=number)
@@ -121,7 +124,18 @@ def one_search(loaded, method: str, seed: int, trials: int, scorer: Scorer) -> d
         study.tell(trial, objective_values(spec.space, result.metrics))
         designs.append(dict(point.parameters))
         ratios.append(scorer.ratio(designs))
-    return {"ratios": ratios, "seconds": time.perf_counter() - start}
+    return {"ratios": ratios, "seconds": time.perf_counter() - start, "trials": trials,
+            "sampler_s": sum(sampling), "sampler_last10_s": statistics.fmean(sampling[-10:])}
+
+
+def sampler_cell(results: list[dict]) -> str:
+    """The sampler's mean seconds per trial over each run's own length, and on its last ten
+    trials (runs that recorded it)."""
+    timed = [r for r in results if "sampler_s" in r]
+    if not timed:
+        return "-"
+    return (f"{statistics.fmean(r['sampler_s'] / r['trials'] for r in timed):.3f} / "
+            f"{statistics.fmean(r['sampler_last10_s'] for r in timed):.3f}")
 
 
 def trials_to(ratios: list[float], target: float) -> int | None:
@@ -139,7 +153,7 @@ def report(runs: dict[str, list[dict]], trials: int) -> dict[int, bool] | None:
     print("\nhypervolume / true front's hypervolume (mean +- s.e. over seeds); trials to reach 95% "
           "(median, and how many runs reached it)")
     head = "".join(f"{f'@{c}':>18}" for c in points)
-    print(f"{'method':<10}{'seeds':>6}{head}{'to 95%':>18}{'s/search':>10}")
+    print(f"{'method':<10}{'seeds':>6}{head}{'to 95%':>18}{'s/search':>10}{'sampler s/trial':>17}")
     table = {}
     for method, results in runs.items():
         cells, table[method] = [], {}
@@ -151,7 +165,7 @@ def report(runs: dict[str, list[dict]], trials: int) -> dict[int, bool] | None:
         median = f"{statistics.median(reached):.0f}" if reached else "-"
         secs = statistics.fmean(r["seconds"] for r in results)
         print(f"{method:<10}{len(results):>6}{''.join(cells)}"
-              f"{f'{median} ({len(reached)}/{len(results)})':>18}{secs:>10.1f}")
+              f"{f'{median} ({len(reached)}/{len(results)})':>18}{secs:>10.1f}{sampler_cell(results):>17}")
     if "random" in table:
         print("\nthe gap to the true front, relative to random search's (1 - ratio) / (1 - random's)")
         for method in table:
