@@ -43,7 +43,6 @@ class FlatBO(optuna.samplers.BaseSampler):
 
     def __init__(self, seed: int | None = None, n_candidates: int = 2048, n_samples: int = 32) -> None:
         self._rng = np.random.default_rng(seed)
-        self._seed = seed
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self.n_candidates, self.n_samples = n_candidates, n_samples
         self._kernels: dict[int, Any] = {}  # objective index -> the last fitted kernel
@@ -83,7 +82,7 @@ class FlatBO(optuna.samplers.BaseSampler):
         x, xc = encoder.encode([c.params for c in complete]), encoder.encode(pool)  # (n, d), (c, d)
         mean, std = self._predict(x, t, xc)                                        # (c, m') each
         z = self._rng.standard_normal((self.n_samples, t.shape[1]))                # (s, m')
-        score = expected_hvi(mean, std, y[on_front], _reference(y), z, to_units)     # (c,)
+        score = expected_hvi(mean, std, y[on_front], _reference(y), z, to_units)   # (c,)
         if not np.any(score > 0):  # nothing improves in any sample: the most optimistic bound
             score = -(mean - 2.0 * std).sum(axis=1)
         return pool[int(np.argmax(score))]

@@ -228,26 +228,8 @@ class OptunaBackend(SearchBackend):
         beat = Heartbeat(study)
         try:
             with CtrlC() as ctrl_c:
-                while True:
-                    ctrl_c.check()  # one whose first raise Python dropped (see trials.search.ctrl_c)
-                    wake.flag.clear()  # (what arrives from here on wakes the wait below at once)
-                    self.handle_events(wake.reports, running)
-                    for future in [f for f in running if f.done()]:
-                        self.collect(study, running.pop(future), future)
-                        beat.set(running.values())
-                    while len(running) < self.spec.concurrency and self.open_slots(study) > 0:
-                        started = self.start(study, pool, manager, wake.events)
-                        if started:
-                            started[0].add_done_callback(lambda _: wake.flag.set())
-                            running[started[0]] = started[1]
-                            beat.set(running.values())
-                    if not running:
-                        if self.db.call(lambda: self.finished_count(study)) >= self.spec.trials:
-                            return
-                        if self.state.exhausted():
-                            self.say(self.state.exhausted())
-                            return
-                        self.db.call(lambda: self.wait_for_others(study))  # another search runs the rest
+                while not self.turn(study, pool, manager, wake, running, beat):
+                    ctrl_c.check()  # a Ctrl-C raises here, between storage calls (trials.search.ctrl_c)
                     wake.flag.wait(1.0)
         except KeyboardInterrupt:
             self.interrupt(study, pool, running)
@@ -255,6 +237,31 @@ class OptunaBackend(SearchBackend):
         finally:
             beat.stop()
             wake.stop()
+
+    def turn(self, study: optuna.Study, pool: ProcessPoolExecutor, manager: Any, wake: _Wakeup,
+             running: dict[Future[TrialResult], _Running], beat: Heartbeat) -> bool:
+        """One turn of the loop: answer reports, collect finished trials, start new ones; True
+        when the search is done."""
+        wake.flag.clear()  # (what arrives from here on wakes the loop's wait at once)
+        self.handle_events(wake.reports, running)
+        for future in [f for f in running if f.done()]:
+            self.collect(study, running.pop(future), future)
+            beat.set(running.values())
+        while len(running) < self.spec.concurrency and self.open_slots(study) > 0:
+            started = self.start(study, pool, manager, wake.events)
+            if started:
+                started[0].add_done_callback(lambda _: wake.flag.set())
+                running[started[0]] = started[1]
+                beat.set(running.values())
+        if running:
+            return False
+        if self.db.call(lambda: self.finished_count(study)) >= self.spec.trials:
+            return True
+        if self.state.exhausted():
+            self.say(self.state.exhausted())
+            return True
+        self.db.call(lambda: self.wait_for_others(study))  # another search runs the rest
+        return False
 
     def open_slots(self, study: optuna.Study) -> int:
         """Trials still to start: the requested count less those finished or running in the study,
