@@ -72,6 +72,7 @@ def spec_for(loaded, method: str, seed: int, trials: int, run_dir: Path):
 
     # the tables' YAMLs leave `sampler:` out, so theirs is vlmsearch's default
     default = loaded.space.search.sampler
+    # a peer's own sampler replaces the registry's (sampler_of); "random" only fills the field
     sampler = default if method == "defaults" else method if method in SAMPLERS else "random"
     space = loaded.space.model_copy(update={"search": loaded.space.search.model_copy(
         update={"sampler": sampler, "seed": seed, "trials": trials, "concurrency": 1})})
@@ -237,7 +238,17 @@ def main() -> None:
     record = Path(args.record) if args.record else None
     done = [json.loads(line) for line in record.read_text().splitlines()] \
         if record and record.exists() else []
+    from search_space import SAMPLERS
+
+    known = {"defaults", *SAMPLERS.names(), *OPTUNA_PEERS, *PEERS}
+    unknown = [m for m in args.methods if m not in known]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     used = [m for m in args.methods if m in PEERS]
+    missing = [m for m in used if version(m) == "-"]
+    if missing:
+        parser.error(f"{', '.join(missing)} not installed: pip install -c constraints/cpu.txt "
+                     "-r bench/requirements-peers.txt")
     if used:
         print("peers: " + ", ".join(f"{m} ({version(m)})" for m in used))
     summary: dict[str, dict[int, bool] | None] = {}
