@@ -18,7 +18,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from trials.search.flat_bo import FlatBO, is_flat
+from trials.search.flat_bo import is_flat
 
 __all__ = ["AutoSampler"]
 
@@ -26,11 +26,8 @@ __all__ = ["AutoSampler"]
 class AutoSampler(optuna.samplers.BaseSampler):
     """`flat` where the space is flat, `conditional` otherwise (see the module)."""
 
-    def __init__(self, flat: optuna.samplers.BaseSampler | None = None,
-                 conditional: optuna.samplers.BaseSampler | None = None, seed: int | None = None) -> None:
-        self.flat = flat or FlatBO(seed=seed)
-        self.conditional = conditional or optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True)
+    def __init__(self, flat: optuna.samplers.BaseSampler, conditional: optuna.samplers.BaseSampler) -> None:
+        self.flat, self.conditional = flat, conditional  # (the registry's: trials/search/samplers.py)
         self._chosen: dict[int, optuna.samplers.BaseSampler] = {}
 
     def model_for(self, study: optuna.Study) -> optuna.samplers.BaseSampler:

@@ -7,9 +7,10 @@ skewed over orders of magnitude); one Gaussian process per objective on the tran
 (scikit-learn; Matern 5/2 with one length scale for every encoded dimension: a length scale each
 over-fits, on NAS-Bench-201 at 60 trials Spearman 0.43 against 0.75 for held-out accuracy); the
 expected hypervolume improvement over the current front by Monte Carlo with common random
-numbers, each sample mapped back to raw units, where the hypervolume is measured (two
-objectives; one: expected improvement; more: a random Chebyshev scalarisation per call, as
-ParEGO, improved in transformed units), maximised over a pool of untried candidates: uniform
+numbers, each sample mapped back to raw units, where the hypervolume is measured, or kept in
+transformed units for a column spanning orders of magnitude (`_Columns`) (two objectives;
+one: expected improvement; more: a random Chebyshev scalarisation per call, as ParEGO,
+improved in transformed units), maximised over a pool of untried candidates: uniform
 draws plus every one-parameter change of the front's designs. Exhaustive over the pool, so
 there is no acquisition optimiser to run; a design already drawn (complete, running or failed)
 is never a candidate, so concurrent asks never repeat one.
@@ -27,6 +28,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search_space import pareto_mask
 from trials.search.flat_candidates import Encoder, candidates
 
 __all__ = ["FlatBO", "expected_hvi"]
@@ -73,8 +75,8 @@ class FlatBO(optuna.samplers.BaseSampler):
             t = _scalarised(t, self._rng)                                          # (n, 1)
             y, to_units = t, None
         else:  # modelled transformed, the improvement measured in raw units (or ratios: `_Columns`)
-            y, to_units = columns.measure(y), columns.measured
-        on_front = _front_mask(y)
+            y, to_units = columns.measure(y, t), columns.measured
+        on_front = pareto_mask(y)
         front = [c.params for c, on in zip(complete, on_front, strict=True) if on]
         pool = candidates(encoder, front, drawn, self.n_candidates, self._rng)
         if not pool:
@@ -153,9 +155,8 @@ class _Columns:
         """(n, m) raw -> transformed."""
         return np.stack([self._forward(j, *self.fits[j], y[:, j]) for j in range(y.shape[1])], axis=1)
 
-    def measure(self, y: np.ndarray) -> np.ndarray:
-        """(n, m) raw -> the units the hypervolume improvement is measured in."""
-        t = self.forward(y)
+    def measure(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """(n, m) raw `y` and its `forward(y)` -> the units the improvement is measured in."""
         return np.stack([t[:, j] if self.ratios[j] else (y[:, j] - self.mean[j]) / self.scale[j]
                          for j in range(y.shape[1])], axis=1)
 
@@ -184,12 +185,6 @@ def _scalarised(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     unit = (y - y.min(axis=0)) / np.maximum(np.ptp(y, axis=0), 1e-12)
     w = rng.dirichlet(np.ones(y.shape[1]))
     return ((w * unit).max(axis=1) + 0.05 * (w * unit).sum(axis=1)).reshape(-1, 1)
-
-
-def _front_mask(y: np.ndarray) -> np.ndarray:
-    from search_space import pareto_mask
-
-    return pareto_mask(y)
 
 
 def _reference(y: np.ndarray) -> np.ndarray:

@@ -51,8 +51,8 @@ def test_the_transform_keeps_order_and_comes_back() -> None:
     for j in range(2):
         assert (np.argsort(t[:, j]) == np.argsort(y[:, j])).all()
     assert columns.ratios == [False, True], "the latency spans orders of magnitude: compared in ratios"
-    np.testing.assert_allclose(columns.measured(t), columns.measure(y), atol=1e-2)
-    np.testing.assert_allclose(columns.measure(y)[:, 0], (y[:, 0] - columns.mean[0]) / columns.scale[0])
+    np.testing.assert_allclose(columns.measured(t), columns.measure(y, t), atol=1e-2)
+    np.testing.assert_allclose(columns.measure(y, t)[:, 0], (y[:, 0] - columns.mean[0]) / columns.scale[0])
     extreme = columns.measured(np.array([[-50.0, 50.0]]))
     assert np.isfinite(extreme).all(), "a sample far outside the data still maps to a number"
 
@@ -111,12 +111,16 @@ def _conditional(trial: optuna.Trial) -> float:
     return value if kind == "x" else 1 - value
 
 
+def _auto() -> AutoSampler:
+    return AutoSampler(FlatBO(seed=0), optuna.samplers.TPESampler(seed=0, multivariate=True, group=True))
+
+
 def test_auto_takes_flat_bo_on_a_flat_space_and_tpe_on_a_conditional_one() -> None:
-    flat = optuna.create_study(directions=["minimize", "minimize"], sampler=AutoSampler(seed=0))
+    flat = optuna.create_study(directions=["minimize", "minimize"], sampler=_auto())
     flat.optimize(_two_objectives, n_trials=5)
     sampler = flat.sampler
     assert isinstance(sampler, AutoSampler) and sampler.model_for(flat) is sampler.flat
-    conditional = optuna.create_study(sampler=AutoSampler(seed=0))
+    conditional = optuna.create_study(sampler=_auto())
     conditional.optimize(_conditional, n_trials=12)
     assert {t.params["kind"] for t in conditional.trials} == {"x", "y"}
     assert conditional.sampler.model_for(conditional) is conditional.sampler.conditional
